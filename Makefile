@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv when it is
+# missing and install what they need (PyTorch first, as the CPU build, so that nothing pulls
+# a CUDA build).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-unit lint migrate bench clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the whole system locally: embedded PostgreSQL, ML service on 8001, gateway on 8000.
+run: $(STAMP)
+	$(BIN)/latina run
+
+## Run every test (unit, integration against real PostgreSQL and a real S3 server, ...).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway ml_service shared tests
+	$(BIN)/ruff format --check gateway ml_service shared tests
+	$(BIN)/mypy
+
+migrate: $(STAMP)
+	$(BIN)/latina migrate
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

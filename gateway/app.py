@@ -1,0 +1,145 @@
+"""The gateway's composition root: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Router
+
+from gateway.auth import TokenBackend, on_auth_error
+from gateway.errors import STATUS_TABLE
+from gateway.routes import ROUTES
+from gateway.state import GatewayState, Upstreams
+from shared.db.embedded import resolve_database_url
+from shared.db.migrations import apply_migrations
+from shared.db.pool import connect, create_pool
+from shared.observability import (
+    HttpMetrics,
+    RequestContextMiddleware,
+    configure_logging,
+    forward_request_id,
+)
+from shared.settings import Settings, get_settings
+from shared.storage import ObjectStore
+from shared.storage.factory import open_object_store
+from shared.web_errors import exception_handlers
+
+log = logging.getLogger("latina.gateway")
+
+
+def _client(
+    base_url: str, timeout: float, headers: dict[str, str] | None = None
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
+        headers=headers or {},
+        event_hooks={"request": [forward_request_id]},
+        follow_redirects=False,
+    )
+
+
+def _upstreams(settings: Settings) -> Upstreams:
+    leonardo_headers = (
+        {"Authorization": f"Bearer {settings.leonardo_api_key}"}
+        if settings.leonardo_api_key
+        else {}
+    )
+    replicate_headers = (
+        {"Authorization": f"Bearer {settings.replicate_api_token}"}
+        if settings.replicate_api_token
+        else {}
+    )
+    return Upstreams(
+        ml=_client(
+            settings.ml_service_url,
+            settings.ml_service_timeout,
+            {"Authorization": f"Bearer {settings.ml_service_token}"},
+        ),
+        leonardo=_client(settings.leonardo_base_url, settings.leonardo_timeout, leonardo_headers),
+        replicate=_client(
+            settings.replicate_base_url, settings.replicate_timeout, replicate_headers
+        ),
+        # Rendered images come from presigned URLs on other hosts: no credentials attached.
+        downloads=_client("", max(settings.leonardo_timeout, settings.replicate_timeout)),
+    )
+
+
+async def prepare_database(settings: Settings) -> str:
+    """The DSN to use; in local mode (or with MIGRATE_ON_START) the schema is brought up to date."""
+    dsn = await asyncio.to_thread(resolve_database_url, settings.database_url, settings.data_dir)
+    if settings.should_migrate_on_start:
+        conn = await connect(dsn)
+        try:
+            report = await apply_migrations(conn)
+        finally:
+            await conn.close()
+        if report.applied:
+            log.info("applied migrations", extra={"migrations": report.applied})
+    return dsn
+
+
+def create_app(settings: Settings, *, store: ObjectStore | None = None) -> Starlette:
+    """Build the gateway. ``store`` replaces the object store from settings (tests)."""
+    metrics = HttpMetrics("latina_gateway")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, GatewayState]]:
+        dsn = await prepare_database(settings)
+        async with AsyncExitStack() as stack:
+            pool = await create_pool(
+                dsn,
+                min_size=settings.database_pool_min,
+                max_size=settings.database_pool_max,
+                command_timeout=settings.database_command_timeout,
+            )
+            stack.push_async_callback(pool.close)
+            object_store = store
+            if object_store is None:
+                object_store = await stack.enter_async_context(open_object_store(settings))
+            upstreams = _upstreams(settings)
+            for client in (
+                upstreams.ml,
+                upstreams.leonardo,
+                upstreams.replicate,
+                upstreams.downloads,
+            ):
+                stack.push_async_callback(client.aclose)
+            log.info(
+                "gateway ready",
+                extra={"env": settings.latina_env, "object_store": settings.object_store},
+            )
+            yield {
+                "gateway": GatewayState(
+                    settings=settings,
+                    pool=pool,
+                    store=object_store,
+                    upstreams=upstreams,
+                    metrics=metrics,
+                )
+            }
+
+    router = Router(routes=ROUTES)
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers=dict(exception_handlers(STATUS_TABLE)),
+        middleware=[
+            Middleware(RequestContextMiddleware, metrics=metrics, router=router),
+            Middleware(AuthenticationMiddleware, backend=TokenBackend(), on_error=on_auth_error),
+        ],
+    )
+
+
+def app_from_environment() -> Starlette:
+    """Uvicorn factory (``--factory``): settings from the environment, logging configured."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -1,0 +1,163 @@
+"""``latina``: the operations command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from gateway.errors import LatinaError
+from gateway.flows import accounts
+from gateway.repositories.users import Role
+from shared.db.embedded import resolve_database_url
+from shared.db.migrations import apply_migrations
+from shared.db.pool import connect, create_pool
+from shared.settings import Settings, get_settings
+
+app = typer.Typer(help="Latina operations: database, users, local stack.", no_args_is_help=True)
+users_app = typer.Typer(
+    help="Trainer and admin accounts and their API tokens.", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
+
+T = TypeVar("T")
+_SECRET_FIELDS = {
+    "latina_secret_key",
+    "ml_service_token",
+    "leonardo_api_key",
+    "replicate_api_token",
+    "openai_api_key",
+}
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        typer.secho(f"invalid settings:\n{exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    settings = _settings()
+    try:
+        return asyncio.run(work(settings))
+    except LatinaError as exc:
+        typer.secho(f"error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            typer.secho(f"hint: {exc.hint}", err=True)
+        raise typer.Exit(1) from exc
+
+
+async def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    dsn = await asyncio.to_thread(resolve_database_url, settings.database_url, settings.data_dir)
+    if settings.should_migrate_on_start:
+        await _migrate(dsn, quiet=True)
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+async def _migrate(dsn: str, *, quiet: bool = False) -> None:
+    conn = await connect(dsn)
+    try:
+        report = await apply_migrations(conn)
+    finally:
+        await conn.close()
+    for name in report.changed:
+        typer.secho(
+            f"warning: {name} changed after it was applied (not re-applied)", fg="yellow", err=True
+        )
+    if quiet:
+        return
+    for name in report.applied:
+        typer.echo(f"applied {name}")
+    typer.echo(f"{len(report.applied)} applied, {report.already_applied} already applied")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending SQL migrations (gateway and ML service); a second run changes nothing."""
+
+    async def work(settings: Settings) -> None:
+        dsn = await asyncio.to_thread(
+            resolve_database_url, settings.database_url, settings.data_dir
+        )
+        await _migrate(dsn)
+
+    _run(work)
+
+
+@users_app.command("create")
+def users_create(
+    name: Annotated[str, typer.Argument(help="login name: letters, digits, . _ @ -")],
+    role: Annotated[str, typer.Option(help="trainer or admin")] = "trainer",
+    password: Annotated[
+        str | None, typer.Option(help="password for the browser login (stored as argon2)")
+    ] = None,
+) -> None:
+    """Create a user and print a new API token once (only its hash is stored)."""
+    if role not in ("trainer", "admin"):
+        typer.secho("error: --role must be trainer or admin", fg="red", err=True)
+        raise typer.Exit(2)
+    chosen: Role = "admin" if role == "admin" else "trainer"
+
+    async def work(settings: Settings) -> str:
+        _, token = await _with_pool(
+            settings, lambda pool: accounts.create_user(pool, name, chosen, password=password)
+        )
+        return token
+
+    token = _run(work)
+    typer.echo(f"created {chosen} {name!r}. API token (shown once, keep it safe):")
+    typer.echo(token)
+
+
+@users_app.command("token")
+def users_token(name: str) -> None:
+    """Issue another API token for an existing user and print it once."""
+    token = _run(lambda s: _with_pool(s, lambda pool: accounts.issue_token(pool, name)))
+    typer.echo(token)
+
+
+@users_app.command("revoke")
+def users_revoke(name: str) -> None:
+    """Revoke every API token of a user."""
+    count = _run(lambda s: _with_pool(s, lambda pool: accounts.revoke_user_tokens(pool, name)))
+    typer.echo(f"revoked {count} token(s) of {name!r}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users and their roles."""
+    found = _run(lambda s: _with_pool(s, accounts.list_accounts))
+    for user in found:
+        state = " (disabled)" if user.disabled else ""
+        typer.echo(f"{user.id:>4}  {user.name:<24} {user.role}{state}")
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the settings in force (secrets masked)."""
+    settings = _settings()
+    for key, value in settings.model_dump().items():
+        shown = "***" if key in _SECRET_FIELDS and value else value
+        typer.echo(f"{key.upper()}={'' if shown is None else shown}")
+
+
+@app.command()
+def run() -> None:
+    """Run the local stack: database, migrations, ML service, gateway; Ctrl-C stops it all."""
+    from gateway.local_stack import run_local_stack
+
+    sys.exit(run_local_stack(_settings()))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,69 @@
+"""The training status of ``GET /api/train/status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from gateway.adapters.ml_client import MLClient
+from gateway.errors import UpstreamError
+from gateway.repositories import training
+
+APIS = ("leonardo", "stable_diffusion")
+# "Current best rating" is the best per-API mean over this many most recent samples: it moves
+# with what the system produces now, where an all-time maximum would stick at the first 5.
+CURRENT_WINDOW = 10
+ML_UPDATE_JOB = "ml_update"
+
+
+async def training_status(
+    pool: asyncpg.Pool[Any], ml: MLClient, *, phase_1_target: int
+) -> dict[str, Any]:
+    """Counters, per-API figures, the learning curve and the ML service's state."""
+    async with pool.acquire() as conn:
+        samples = await training.count_samples(conn)
+        figures = {f.api: f for f in await training.per_api_figures(conn)}
+        recent = await training.recent_api_averages(conn, CURRENT_WINDOW)
+        curve = await training.learning_curve(conn)
+        prompt = await training.current_prompt(conn)
+        pending = await training.pending_job_count(conn, ML_UPDATE_JOB)
+    try:
+        await ml.health()
+        reachable = True
+    except UpstreamError:
+        reachable = False
+    per_api: dict[str, Any] = {}
+    for api in APIS:
+        fig = figures.get(api)
+        per_api[api] = {
+            "samples": fig.samples if fig else 0,
+            "avg_rating": round(fig.avg_rating, 3) if fig and fig.avg_rating else None,
+            "best_parameters": fig.best_parameters if fig else None,
+            "best_rating": fig.best_rating if fig else None,
+            "predicted_best_rating": None,
+        }
+    complete = samples >= phase_1_target
+    return {
+        "samples_collected": samples,
+        "phase": 2 if complete else 1,
+        "phase_1_complete": complete,
+        "phase_1_target": phase_1_target,
+        "current_best_rating": round(max(recent), 3) if recent else None,
+        "per_api": per_api,
+        "current_prompt": (
+            {
+                "version": prompt.version,
+                "performance_score": prompt.performance_score,
+                "usage_count": prompt.usage_count,
+            }
+            if prompt
+            else None
+        ),
+        "ab_test": None,
+        "learning_curve": [
+            {"sample": p.sample, "avg_rating": p.avg_rating, "best_so_far": p.best_so_far}
+            for p in curve
+        ],
+        "ml_service": {"reachable": reachable, "pending_updates": pending},
+    }

@@ -1,0 +1,102 @@
+"""Users and their API tokens. Only a SHA-256 of a token is ever stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+from shared.db.pool import Conn
+
+Role = Literal["trainer", "admin"]
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    disabled: bool = False
+
+    def has_role(self, role: Role) -> bool:
+        """Admins can do everything trainers can."""
+        return self.role == "admin" or self.role == role
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(
+        id=row["id"],
+        name=row["name"],
+        role=row["role"],
+        created_at=row["created_at"],
+        disabled=row["disabled_at"] is not None,
+    )
+
+
+async def insert_user(conn: Conn, name: str, role: Role, password_hash: str | None) -> User:
+    row = await conn.fetchrow(
+        "INSERT INTO users (name, role, password_hash) VALUES ($1, $2, $3)"
+        " RETURNING id, name, role, created_at, disabled_at",
+        name,
+        role,
+        password_hash,
+    )
+    assert row is not None
+    return _user(row)
+
+
+async def get_user_by_name(conn: Conn, name: str) -> User | None:
+    row = await conn.fetchrow(
+        "SELECT id, name, role, created_at, disabled_at FROM users WHERE name = $1", name
+    )
+    return _user(row) if row else None
+
+
+async def list_users(conn: Conn) -> list[User]:
+    rows = await conn.fetch("SELECT id, name, role, created_at, disabled_at FROM users ORDER BY id")
+    return [_user(r) for r in rows]
+
+
+async def count_users(conn: Conn) -> int:
+    value = await conn.fetchval("SELECT count(*) FROM users")
+    return int(value)
+
+
+async def insert_token(
+    conn: Conn, user_id: int, token_hash: bytes, prefix: str, label: str | None
+) -> int:
+    token_id = await conn.fetchval(
+        "INSERT INTO api_tokens (user_id, token_hash, token_prefix, label)"
+        " VALUES ($1, $2, $3, $4) RETURNING id",
+        user_id,
+        token_hash,
+        prefix,
+        label,
+    )
+    return int(token_id)
+
+
+async def find_user_by_token_hash(conn: Conn, token_hash: bytes) -> User | None:
+    """The active user holding an unrevoked token with this hash; marks the token used."""
+    row = await conn.fetchrow(
+        """
+        UPDATE api_tokens t SET last_used_at = now()
+        FROM users u
+        WHERE t.token_hash = $1 AND t.revoked_at IS NULL
+          AND u.id = t.user_id AND u.disabled_at IS NULL
+        RETURNING u.id, u.name, u.role, u.created_at, u.disabled_at
+        """,
+        token_hash,
+    )
+    return _user(row) if row else None
+
+
+async def revoke_tokens(conn: Conn, user_id: int) -> int:
+    result = await conn.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id,
+    )
+    return int(result.split()[-1])

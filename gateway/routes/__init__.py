@@ -1,0 +1,17 @@
+"""Every gateway route, in one table."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Route
+
+from gateway.routes import accounts, objects, ops, training
+
+ROUTES: list[BaseRoute] = [
+    Route("/healthz", ops.healthz, methods=["GET"]),
+    Route("/readyz", ops.readyz, methods=["GET"]),
+    Route("/metrics", ops.metrics, methods=["GET"]),
+    Route("/objects/{bucket}/{key:path}", objects.signed_object, methods=["GET", "HEAD"]),
+    Route("/api/me", accounts.me, methods=["GET"]),
+    Route("/api/users", accounts.list_users, methods=["GET"]),
+    Route("/api/train/status", training.status, methods=["GET"]),
+]

@@ -1,0 +1,31 @@
+"""Who am I, and (for admins) who is there."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.auth import current_user
+from gateway.flows.accounts import list_accounts
+from gateway.repositories.users import User
+from gateway.state import gateway_state
+
+
+def _user_json(user: User) -> dict[str, object]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "role": user.role,
+        "created_at": user.created_at.isoformat(),
+        "disabled": user.disabled,
+    }
+
+
+async def me(request: Request) -> Response:
+    return JSONResponse(_user_json(current_user(request)))
+
+
+async def list_users(request: Request) -> Response:
+    current_user(request, "admin")
+    items = await list_accounts(gateway_state(request).pool)
+    return JSONResponse({"items": [_user_json(u) for u in items]})

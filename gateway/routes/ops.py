@@ -1,0 +1,41 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.errors import NotReady, StorageError
+from gateway.state import gateway_state
+
+READINESS_TIMEOUT = 2.0
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = gateway_state(request)
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            async with state.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+    except (OSError, TimeoutError, Exception) as exc:
+        raise NotReady("database is not reachable", details={"database": str(exc)}) from exc
+    checks = {"database": "ok"}
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            await state.store.ping()
+        checks["object_store"] = "ok"
+    except (StorageError, TimeoutError) as exc:
+        raise NotReady("object store is not reachable", details={"object_store": str(exc)}) from exc
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+async def metrics(request: Request) -> Response:
+    state = gateway_state(request)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,38 @@
+"""What the gateway's lifespan opens and hands to every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+from starlette.requests import Request
+
+from shared.observability import HttpMetrics
+from shared.settings import Settings
+from shared.storage import ObjectStore
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    """One long-lived ``httpx.AsyncClient`` per upstream, each with its own timeouts."""
+
+    ml: httpx.AsyncClient
+    leonardo: httpx.AsyncClient
+    replicate: httpx.AsyncClient
+    downloads: httpx.AsyncClient
+
+
+@dataclass(frozen=True)
+class GatewayState:
+    settings: Settings
+    pool: asyncpg.Pool[Any]
+    store: ObjectStore
+    upstreams: Upstreams
+    metrics: HttpMetrics
+
+
+def gateway_state(request: Request) -> GatewayState:
+    state: GatewayState = request.state.gateway
+    return state

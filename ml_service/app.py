@@ -1,0 +1,48 @@
+"""The ML service's composition root: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Router
+
+from ml_service.errors import STATUS_TABLE
+from ml_service.resources import Resources
+from ml_service.routes import ROUTES
+from shared.observability import HttpMetrics, RequestContextMiddleware, configure_logging
+from shared.settings import Settings, get_settings
+from shared.web_errors import exception_handlers
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the ML service; resources open lazily so the app also runs under Mangum."""
+    resources = Resources(settings)
+    metrics = HttpMetrics("latina_ml")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await resources.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers=dict(exception_handlers(STATUS_TABLE)),
+        middleware=[
+            Middleware(RequestContextMiddleware, metrics=metrics, router=Router(routes=ROUTES))
+        ],
+    )
+    app.state.resources = resources
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """Uvicorn factory (``--factory``) and the Lambda handler's app."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -1,0 +1,18 @@
+"""The shared-secret bearer token on every ML route but ``/ml/health``."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+
+from ml_service.errors import Unauthenticated
+
+
+def require_service_token(request: Request, expected: str) -> None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("missing bearer token", code="unauthenticated")
+    # constant-time, so the token cannot be guessed byte by byte from response times
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthenticated("invalid service token", code="unauthenticated")

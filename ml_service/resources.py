@@ -1,0 +1,53 @@
+"""What the ML service holds per process: settings, the pool, the search space.
+
+On Lambda, Mangum runs with ``lifespan="off"``, so nothing can be opened in a startup hook: the
+pool is opened on first use and then lives as long as the container. Under uvicorn the lifespan
+closes it at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from shared.db.embedded import resolve_database_url
+from shared.db.migrations import apply_migrations
+from shared.db.pool import connect, create_pool
+from shared.search_space import SearchSpace, load_search_space
+from shared.settings import Settings
+
+
+class Resources:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.search_space: SearchSpace = load_search_space(settings.search_space_file)
+        self._pool: asyncpg.Pool[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool[Any]:
+        if self._pool is not None:
+            return self._pool
+        async with self._lock:
+            if self._pool is None:
+                s = self.settings
+                dsn = await asyncio.to_thread(resolve_database_url, s.database_url, s.data_dir)
+                if s.should_migrate_on_start:
+                    conn = await connect(dsn)
+                    try:
+                        await apply_migrations(conn)
+                    finally:
+                        await conn.close()
+                self._pool = await create_pool(
+                    dsn,
+                    min_size=min(1, s.database_pool_min),
+                    max_size=s.database_pool_max,
+                    command_timeout=s.database_command_timeout,
+                )
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

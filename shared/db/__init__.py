@@ -1,0 +1,1 @@
+"""PostgreSQL access shared by both services: pool, migrations, embedded server."""

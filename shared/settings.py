@@ -1,0 +1,117 @@
+"""Typed settings for both services, read once from the environment.
+
+Nothing else in the project reads ``os.environ``. Every field is documented in the README's
+settings table; ``latina settings`` prints the values in force.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that have a development default. In production each must be set to something else.
+DEV_SECRET_KEY = "latina-dev-secret-key-change-me"  # noqa: S105 (refused in production)
+DEV_ML_SERVICE_TOKEN = "latina-dev-ml-token"  # noqa: S105 (refused in production)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or unsafe; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    # --- general
+    latina_env: Literal["local", "production"] = "local"
+    latina_data_dir: Path = Path("./.latina")
+    latina_secret_key: str = DEV_SECRET_KEY
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # --- database
+    database_url: str | None = None
+    database_pool_min: int = Field(default=1, ge=0)
+    database_pool_max: int = Field(default=10, ge=1)
+    database_command_timeout: float = Field(default=30.0, gt=0)
+    migrate_on_start: bool | None = None  # None: yes in local mode, no in production
+
+    # --- gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    public_base_url: str | None = None
+    upload_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    upload_max_pixels: int = Field(default=40_000_000, gt=0)
+    phase_1_target: int = Field(default=50, ge=1)
+
+    # --- ML service
+    ml_service_url: str = "http://127.0.0.1:8001"
+    ml_service_token: str = DEV_ML_SERVICE_TOKEN
+    ml_service_timeout: float = Field(default=10.0, gt=0)
+    ml_study: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ml_host: str = "127.0.0.1"
+    ml_port: int = 8001
+    torch_num_threads: int = Field(default=1, ge=1)
+    search_space_file: Path | None = None
+
+    # --- image APIs
+    leonardo_api_key: str | None = None
+    leonardo_base_url: str = "https://cloud.leonardo.ai/api/rest/v1"
+    leonardo_timeout: float = Field(default=30.0, gt=0)
+    replicate_api_token: str | None = None
+    replicate_base_url: str = "https://api.replicate.com"
+    replicate_model: str = "stability-ai/sdxl"
+    replicate_timeout: float = Field(default=60.0, gt=0)
+
+    # --- LLM
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout: float = Field(default=60.0, gt=0)
+
+    # --- object storage
+    object_store: Literal["local", "s3"] = "local"
+    object_url_ttl_seconds: int = Field(default=3600, ge=3600)
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_uploads_bucket: str = "latina-uploads"
+    s3_enhanced_bucket: str = "latina-leonardo-images"
+    s3_create_buckets: bool = False
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.latina_env != "production":
+            return self
+        problems: list[str] = []
+        if self.latina_secret_key in ("", DEV_SECRET_KEY) or len(self.latina_secret_key) < 32:
+            problems.append("LATINA_SECRET_KEY must be set to a random value of 32+ characters")
+        if self.ml_service_token in ("", DEV_ML_SERVICE_TOKEN) or len(self.ml_service_token) < 24:
+            problems.append("ML_SERVICE_TOKEN must be set to a random value of 24+ characters")
+        if not self.database_url:
+            problems.append("DATABASE_URL must be set (the embedded database is for local mode)")
+        if problems:
+            raise SettingsError("production settings refused: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return self.latina_env == "local"
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        if self.migrate_on_start is None:
+            return self.is_local
+        return self.migrate_on_start
+
+    @property
+    def data_dir(self) -> Path:
+        return self.latina_data_dir.expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

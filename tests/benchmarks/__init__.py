@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): figures printed as ratios against a baseline in the same run."""

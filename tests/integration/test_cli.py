@@ -1,0 +1,77 @@
+"""The ``latina`` command line against a real database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from gateway.flows.accounts import authenticate_token
+
+
+def latina(*args: str, database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LATINA_DATA_DIR": str(data_dir),
+        "MIGRATE_ON_START": "false",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_migrate_twice_changes_nothing_the_second_time(
+    database_url: str, tmp_path: Path
+) -> None:
+    first = latina("migrate", database_url=database_url, data_dir=tmp_path)
+    second = latina("migrate", database_url=database_url, data_dir=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert "0 applied" in second.stdout
+    assert "applied gateway/" not in second.stdout
+
+
+async def test_users_create_prints_a_token_that_authenticates(
+    database_url: str, db_pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    result = latina(
+        "users", "create", "maria", "--role", "admin", database_url=database_url, data_dir=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    user = await authenticate_token(db_pool, token)
+    assert user is not None and user.name == "maria" and user.role == "admin"
+    async with db_pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT token_hash FROM api_tokens")
+    assert token.encode() not in bytes(stored)
+    assert len(stored) == 32
+
+
+async def test_creating_an_existing_user_fails_with_a_clear_message(
+    database_url: str, tmp_path: Path
+) -> None:
+    assert (
+        latina("users", "create", "sam", database_url=database_url, data_dir=tmp_path).returncode
+        == 0
+    )
+    again = latina("users", "create", "sam", database_url=database_url, data_dir=tmp_path)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+
+
+async def test_invalid_role_is_refused(database_url: str, tmp_path: Path) -> None:
+    result = latina(
+        "users", "create", "x", "--role", "root", database_url=database_url, data_dir=tmp_path
+    )
+    assert result.returncode == 2
+    assert "trainer or admin" in result.stderr

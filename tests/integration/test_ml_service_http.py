@@ -1,0 +1,150 @@
+"""The ML service skeleton over HTTP and through the Lambda handler (Mangum)."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from mangum import Mangum
+
+from ml_service.app import create_app
+from shared import settings as settings_module
+from shared.settings import Settings
+from tests.conftest import ML_TOKEN
+from tests.lambda_runtime import LambdaRuntime
+
+
+async def test_health_needs_no_token_and_reports_the_database(
+    ml_client: httpx.AsyncClient,
+) -> None:
+    response = await ml_client.get("/ml/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["database"] == "ok"
+    assert body["version"]
+    assert body["apis"] == ["leonardo", "stable_diffusion"]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", "Basic abc", f"Token {ML_TOKEN}"])
+async def test_other_routes_refuse_a_missing_or_wrong_token(
+    ml_client: httpx.AsyncClient, header: str | None
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = await ml_client.get("/ml/search_space", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+
+
+async def test_search_space_with_the_token_is_the_default_space(
+    ml_client: httpx.AsyncClient,
+) -> None:
+    response = await ml_client.get(
+        "/ml/search_space", headers={"Authorization": f"Bearer {ML_TOKEN}"}
+    )
+    assert response.status_code == 200
+    space = response.json()["search_space"]
+    steps = next(p for p in space["stable_diffusion"] if p["name"] == "num_inference_steps")
+    assert steps == {"name": "num_inference_steps", "type": "int", "bounds": [20, 60]}
+    assert [p["name"] for p in space["leonardo"]] == [
+        "init_strength",
+        "guidance_scale",
+        "controlnet_weight",
+    ]
+
+
+async def test_unknown_ml_path_is_json_404(ml_client: httpx.AsyncClient) -> None:
+    response = await ml_client.get("/ml/nothing")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def function_url_event(path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"host": "abc.lambda-url.us-east-1.on.aws", **(headers or {})},
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abc",
+            "domainName": "abc.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abc",
+            "http": {
+                "method": "GET",
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "test",
+            },
+            "requestId": "req-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "26/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 0,
+        },
+        "isBase64Encoded": False,
+    }
+
+
+def _body(result: dict[str, Any]) -> dict[str, Any]:
+    raw = result["body"]
+    if result.get("isBase64Encoded"):
+        raw = base64.b64decode(raw).decode()
+    decoded: dict[str, Any] = json.loads(raw)
+    return decoded
+
+
+async def test_lambda_handler_serves_function_url_events(settings: Settings) -> None:
+    app = create_app(settings)
+    handler = Mangum(app, lifespan="off")
+    runtime = LambdaRuntime()
+    try:
+        health = await runtime.invoke(handler, function_url_event("/ml/health"))
+        assert health["statusCode"] == 200
+        assert _body(health)["database"] == "ok"
+        refused = await runtime.invoke(handler, function_url_event("/ml/search_space"))
+        assert refused["statusCode"] == 401
+        assert _body(refused)["error"]["code"] == "unauthenticated"
+        allowed = await runtime.invoke(
+            handler,
+            function_url_event("/ml/search_space", {"authorization": f"Bearer {ML_TOKEN}"}),
+        )
+        assert allowed["statusCode"] == 200
+        # a warm container answers again from the same pool
+        again = await runtime.invoke(handler, function_url_event("/ml/health"))
+        assert again["statusCode"] == 200
+    finally:
+        await runtime.run(app.state.resources.close)
+        await runtime.close()
+
+
+async def test_handler_module_builds_its_app_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("ML_SERVICE_TOKEN", "env-token")
+    monkeypatch.setenv("LATINA_DATA_DIR", str(tmp_path))
+    settings_module.get_settings.cache_clear()
+    runtime = LambdaRuntime()
+    root_handlers = logging.getLogger().handlers[:]
+    try:
+        module = importlib.reload(importlib.import_module("ml_service.handler"))
+        assert isinstance(module.handler, Mangum)
+        result = await runtime.invoke(
+            module.handler,
+            function_url_event("/ml/search_space", {"authorization": "Bearer env-token"}),
+        )
+        assert result["statusCode"] == 200
+        health = await runtime.invoke(module.handler, function_url_event("/ml/health"))
+        assert _body(health)["database"] == "ok"
+        await runtime.run(module.handler.app.state.resources.close)
+    finally:
+        await runtime.close()
+        settings_module.get_settings.cache_clear()
+        logging.getLogger().handlers[:] = root_handlers
