@@ -23,6 +23,8 @@ users_app = typer.Typer(
     help="Trainer and admin accounts and their API tokens.", no_args_is_help=True
 )
 app.add_typer(users_app, name="users")
+ml_app = typer.Typer(help="The ML service.", no_args_is_help=True)
+app.add_typer(ml_app, name="ml")
 
 T = TypeVar("T")
 _SECRET_FIELDS = {
@@ -149,6 +151,25 @@ def show_settings() -> None:
     for key, value in settings.model_dump().items():
         shown = "***" if key in _SECRET_FIELDS and value else value
         typer.echo(f"{key.upper()}={'' if shown is None else shown}")
+
+
+@ml_app.command("serve")
+def ml_serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default ML_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default ML_PORT, 8001)")] = None,
+) -> None:
+    """Run the ML service with uvicorn (what `make run` starts on 8001)."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "ml_service.app:app_from_environment",
+        factory=True,
+        host=host or settings.ml_host,
+        port=port or settings.ml_port,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @app.command()

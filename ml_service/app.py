@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,8 +42,18 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
+def on_lambda() -> bool:
+    return get_settings().aws_lambda_function_name is not None
+
+
 def app_from_environment() -> Starlette:
     """Uvicorn factory (``--factory``) and the Lambda handler's app."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    if on_lambda():
+        # powertools' formatter adds the Lambda context (cold start, request id, function).
+        from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(LambdaPowertoolsFormatter(service="latina-ml"))
     return create_app(settings)

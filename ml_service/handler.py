@@ -1,7 +1,9 @@
-"""AWS Lambda entry point: only the Mangum handler (see ``ml_service.resources``)."""
+"""AWS Lambda entry point: only the Mangum handler (resources open lazily, see resources.py)."""
 
 from mangum import Mangum
 
-from ml_service.app import app_from_environment
+from ml_service.app import app_from_environment, on_lambda
+from ml_service.telemetry import lambda_entry
 
-handler = Mangum(app_from_environment(), lifespan="off")
+app = app_from_environment()
+handler = lambda_entry(Mangum(app, lifespan="off"), on_lambda=on_lambda())

@@ -1,8 +1,8 @@
-"""What the ML service holds per process: settings, the pool, the search space.
+"""What the ML service holds per process: settings, the pool, the optimizer and its work.
 
 On Lambda, Mangum runs with ``lifespan="off"``, so nothing can be opened in a startup hook: the
-pool is opened on first use and then lives as long as the container. Under uvicorn the lifespan
-closes it at shutdown.
+pool is opened on first use and then lives as long as the container (and its event loop). Under
+uvicorn the lifespan closes it at shutdown.
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import torch
 
+from ml_service.bayes import BayesianOptimizer
+from ml_service.flows import SuggestionWork
+from ml_service.optimizer import AcquisitionConfig
 from shared.db.embedded import resolve_database_url
 from shared.db.migrations import apply_migrations
 from shared.db.pool import connect, create_pool
@@ -22,13 +26,22 @@ from shared.settings import Settings
 class Resources:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        torch.set_num_threads(settings.torch_num_threads)
         self.search_space: SearchSpace = load_search_space(settings.search_space_file)
+        self.optimizer = BayesianOptimizer(
+            self.search_space,
+            n_initial=settings.ml_initial_samples,
+            acquisition=AcquisitionConfig(large_study=settings.ml_large_study),
+        )
+        self.work = SuggestionWork(self.optimizer, settings.ml_pending_ttl_seconds)
         self._pool: asyncpg.Pool[Any] | None = None
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None
 
     async def pool(self) -> asyncpg.Pool[Any]:
         if self._pool is not None:
             return self._pool
+        if self._lock is None:
+            self._lock = asyncio.Lock()
         async with self._lock:
             if self._pool is None:
                 s = self.settings
@@ -48,6 +61,7 @@ class Resources:
         return self._pool
 
     async def close(self) -> None:
+        await self.work.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

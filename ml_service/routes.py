@@ -1,15 +1,24 @@
-"""The ML service's routes (``../shared/API.md``, "ML service")."""
+"""The ML service's routes (``../shared/API.md``, "ML service"): parse, call one flow, answer."""
 
 from __future__ import annotations
+
+import json
+import re
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ml_service import __version__
+from ml_service import __version__, flows
+from ml_service import observation_store as store
 from ml_service.auth import require_service_token
+from ml_service.errors import InvalidInput, MalformedRequest
 from ml_service.resources import Resources
 from shared.errors import DatabaseUnavailable
+from shared.wire.ml import SuggestRequest, UpdateRequest
+
+_STUDY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def _resources(request: Request) -> Resources:
@@ -17,13 +26,40 @@ def _resources(request: Request) -> Resources:
     return resources
 
 
+def _authorized(request: Request) -> Resources:
+    resources = _resources(request)
+    require_service_token(request, resources.settings.ml_service_token)
+    return resources
+
+
+def _study(value: str | None) -> str:
+    study = value or "default"
+    if not _STUDY_RE.match(study):
+        raise InvalidInput(
+            "study must be 1-64 letters, digits, '-' or '_'",
+            code="invalid_study",
+            details={"study": study},
+        )
+    return study
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise MalformedRequest("request body must be a JSON object")
+    return body
+
+
 async def health(request: Request) -> Response:
     resources = _resources(request)
-    database = "ok"
+    database, counts = "ok", 0
     try:
         pool = await resources.pool()
         async with pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
+            counts = await store.total_observations(conn)
     except (DatabaseUnavailable, OSError) as exc:
         database = f"unreachable: {exc}"
     return JSONResponse(
@@ -33,18 +69,66 @@ async def health(request: Request) -> Response:
             "version": __version__,
             "database": database,
             "apis": resources.search_space.apis,
+            "n_observations": counts,
+            "models": resources.optimizer.model_state(),
         },
         status_code=200 if database == "ok" else 503,
     )
 
 
 async def search_space(request: Request) -> Response:
-    resources = _resources(request)
-    require_service_token(request, resources.settings.ml_service_token)
+    resources = _authorized(request)
     return JSONResponse({"search_space": resources.search_space.to_json()})
+
+
+async def suggest_parameters(request: Request) -> Response:
+    resources = _authorized(request)
+    if request.method == "POST":
+        body = await _json_body(request)
+        body.setdefault("apis", resources.search_space.apis)
+        parsed = SuggestRequest.model_validate(body)
+    else:
+        apis = request.query_params.get("apis")
+        parsed = SuggestRequest(
+            apis=[a.strip() for a in apis.split(",") if a.strip()]
+            if apis
+            else resources.search_space.apis,
+            study=_study(request.query_params.get("study")),
+        )
+    result = await flows.suggest_parameters(
+        await resources.pool(), resources.work, parsed.study, parsed.apis
+    )
+    return JSONResponse(result)
+
+
+async def update_model(request: Request) -> Response:
+    resources = _authorized(request)
+    parsed = UpdateRequest.model_validate(await _json_body(request))
+    result = await flows.update_model(
+        await resources.pool(), resources.work, parsed.study, parsed.observations
+    )
+    return JSONResponse(result)
+
+
+async def best(request: Request) -> Response:
+    resources = _authorized(request)
+    study = _study(request.query_params.get("study"))
+    return JSONResponse(await flows.best_parameters(await resources.pool(), resources.work, study))
+
+
+async def delete_study(request: Request) -> Response:
+    resources = _authorized(request)
+    study = _study(request.path_params["study"])
+    force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+    result = await flows.delete_study(await resources.pool(), resources.work, study, force=force)
+    return JSONResponse(result)
 
 
 ROUTES: list[BaseRoute] = [
     Route("/ml/health", health, methods=["GET"]),
     Route("/ml/search_space", search_space, methods=["GET"]),
+    Route("/ml/suggest_parameters", suggest_parameters, methods=["GET", "POST"]),
+    Route("/ml/update_model", update_model, methods=["POST"]),
+    Route("/ml/best", best, methods=["GET"]),
+    Route("/ml/studies/{study}", delete_study, methods=["DELETE"]),
 ]

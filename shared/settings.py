@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     ml_port: int = 8001
     torch_num_threads: int = Field(default=1, ge=1)
     search_space_file: Path | None = None
+    ml_initial_samples: int = Field(default=5, ge=1)
+    ml_pending_ttl_seconds: float = Field(default=1800.0, gt=0)
+    ml_large_study: int = Field(default=300, ge=10)
+    aws_lambda_function_name: str | None = None
 
     # --- image APIs
     leonardo_api_key: str | None = None

@@ -135,7 +135,7 @@ async def test_handler_module_builds_its_app_from_the_environment(
     root_handlers = logging.getLogger().handlers[:]
     try:
         module = importlib.reload(importlib.import_module("ml_service.handler"))
-        assert isinstance(module.handler, Mangum)
+        assert isinstance(module.handler, Mangum)  # not wrapped off Lambda
         result = await runtime.invoke(
             module.handler,
             function_url_event("/ml/search_space", {"authorization": "Bearer env-token"}),
@@ -143,8 +143,69 @@ async def test_handler_module_builds_its_app_from_the_environment(
         assert result["statusCode"] == 200
         health = await runtime.invoke(module.handler, function_url_event("/ml/health"))
         assert _body(health)["database"] == "ok"
-        await runtime.run(module.handler.app.state.resources.close)
+        await runtime.run(module.app.state.resources.close)
     finally:
         await runtime.close()
         settings_module.get_settings.cache_clear()
         logging.getLogger().handlers[:] = root_handlers
+
+
+def http_api_v2_event(
+    method: str, path: str, *, query: str = "", body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) event with a JSON body."""
+    event = function_url_event(
+        path, {"authorization": f"Bearer {ML_TOKEN}", "content-type": "application/json"}
+    )
+    event["routeKey"] = f"{method} {path}"
+    event["rawQueryString"] = query
+    event["requestContext"]["http"]["method"] = method
+    event["requestContext"]["domainName"] = "abc.execute-api.us-east-1.amazonaws.com"
+    if body is not None:
+        event["body"] = json.dumps(body)
+    return event
+
+
+@pytest.mark.parametrize("kind", ["function_url", "http_api_v2"])
+async def test_lambda_handler_suggests_and_updates(settings: Settings, kind: str) -> None:
+    app = create_app(settings)
+    handler = Mangum(app, lifespan="off")
+    runtime = LambdaRuntime()
+
+    def event(method: str, path: str, query: str = "", body: Any = None) -> dict[str, Any]:
+        built = http_api_v2_event(method, path, query=query, body=body)
+        if kind == "function_url":
+            built["routeKey"] = "$default"
+            built["requestContext"]["domainName"] = "abc.lambda-url.us-east-1.on.aws"
+        return built
+
+    try:
+        suggested = await runtime.invoke(
+            handler, event("GET", "/ml/suggest_parameters", "apis=leonardo&study=lambda")
+        )
+        assert suggested["statusCode"] == 200
+        suggestion = _body(suggested)["suggestions"][0]
+        update = {
+            "study": "lambda",
+            "observations": [
+                {
+                    "observation_id": "exp_1:A",
+                    "suggestion_id": suggestion["suggestion_id"],
+                    "api": "leonardo",
+                    "parameters": suggestion["parameters"],
+                    "rating": 4,
+                }
+            ],
+        }
+        updated = await runtime.invoke(handler, event("POST", "/ml/update_model", body=update))
+        assert updated["statusCode"] == 200
+        assert _body(updated)["n_observations"]["leonardo"] == 1
+        bad = {**update, "observations": [{**update["observations"][0], "rating": 9}]}
+        refused = await runtime.invoke(handler, event("POST", "/ml/update_model", body=bad))
+        assert refused["statusCode"] == 422
+        assert _body(refused)["error"]["code"] == "rating_out_of_range"
+        health = await runtime.invoke(handler, event("GET", "/ml/health"))
+        assert _body(health)["n_observations"] == 1
+    finally:
+        await runtime.run(app.state.resources.close)
+        await runtime.close()

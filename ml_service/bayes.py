@@ -1,0 +1,181 @@
+"""The facade over the tensor core: parameters as dicts, observations in, suggestions out.
+
+Fitted models are a per-process cache keyed by the data they were fitted on; a refit starts
+from the previous hyperparameters. Everything here is synchronous CPU work: callers run it in a
+worker thread so the event loop keeps answering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ml_service import optimizer as core
+from shared.search_space import SearchSpace
+
+
+@dataclass(frozen=True)
+class ApiSpace:
+    names: list[str]
+    bounds: torch.Tensor  # 2 x d
+    integer_dims: list[int]
+
+    @classmethod
+    def of(cls, space: SearchSpace, api: str) -> ApiSpace:
+        params = space.parameters(api)
+        bounds = torch.tensor([[p.low for p in params], [p.high for p in params]], dtype=core.DTYPE)
+        ints = [i for i, p in enumerate(params) if p.type == "int"]
+        return cls([p.name for p in params], bounds, ints)
+
+    def to_tensor(self, rows: Sequence[dict[str, Any]]) -> torch.Tensor:
+        return torch.tensor([[float(r[n]) for n in self.names] for r in rows], dtype=core.DTYPE)
+
+    def to_parameters(self, x: torch.Tensor) -> dict[str, float | int]:
+        out: dict[str, float | int] = {}
+        for i, name in enumerate(self.names):
+            value = float(x[i].item())
+            out[name] = round(value) if i in self.integer_dims else round(value, 4)
+        return out
+
+
+@dataclass(frozen=True)
+class Proposal:
+    parameters: dict[str, float | int]
+    strategy: str
+    fit_seconds: float = 0.0
+    acquisition_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Best:
+    parameters: dict[str, float | int] | None
+    predicted_rating: float | None
+    uncertainty: float | None
+    source: str
+
+
+def _seed(study: str, api: str, salt: int = 0) -> int:
+    digest = hashlib.sha256(f"{study}:{api}:{salt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+class BayesianOptimizer:
+    """Suggests parameters per (study, api) and remembers fitted GPs between calls."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        n_initial: int = 5,
+        acquisition: core.AcquisitionConfig | None = None,
+    ) -> None:
+        self.space = space
+        self.n_initial = n_initial
+        self.acquisition = acquisition or core.AcquisitionConfig()
+        self._spaces = {api: ApiSpace.of(space, api) for api in space.apis}
+        self._models: dict[tuple[str, str], tuple[tuple[Any, ...], core.FittedModel]] = {}
+        self._hyper: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def api_space(self, api: str) -> ApiSpace:
+        return self._spaces[api]
+
+    def forget(self, study: str) -> None:
+        with self._lock:
+            for key in [k for k in self._models if k[0] == study]:
+                del self._models[key]
+            for key in [k for k in self._hyper if k[0] == study]:
+                del self._hyper[key]
+
+    def model_state(self) -> dict[str, int]:
+        with self._lock:
+            return {f"{s}/{a}": key[0] for (s, a), (key, _) in self._models.items()}
+
+    def _fitted(
+        self, study: str, api: str, observations: Sequence[tuple[dict[str, Any], int]]
+    ) -> core.FittedModel:
+        space = self._spaces[api]
+        data_key = (len(observations), repr(observations[-1]))
+        with self._lock:
+            cached = self._models.get((study, api))
+            warm = self._hyper.get((study, api))
+        if cached and cached[0] == data_key:
+            return cached[1]
+        train_x = space.to_tensor([p for p, _ in observations])
+        train_y = torch.tensor([[float(r)] for _, r in observations], dtype=core.DTYPE)
+        fitted = core.fit_model(train_x, train_y, space.bounds, warm)
+        with self._lock:
+            self._models[(study, api)] = (data_key, fitted)
+            self._hyper[(study, api)] = fitted.hyperparameters
+        return fitted
+
+    def propose(
+        self,
+        study: str,
+        api: str,
+        observations: Sequence[tuple[dict[str, Any], int]],
+        pending: Sequence[dict[str, Any]],
+        sequence_index: int,
+    ) -> Proposal:
+        """The next parameters for ``api``: Sobol first, then GP + log-EI given ``pending``."""
+        space = self._spaces[api]
+        ratings = torch.tensor([float(r) for _, r in observations], dtype=core.DTYPE)
+        explore = core.round_integers(
+            core.sobol_point(space.bounds, sequence_index, _seed(study, api)),
+            space.integer_dims,
+            space.bounds,
+        )
+        if len(observations) < self.n_initial:
+            return Proposal(space.to_parameters(explore), "sobol")
+        if core.is_flat(ratings):
+            return Proposal(space.to_parameters(explore), "explore")
+        fitted = self._fitted(study, api, observations)
+        pending_x = space.to_tensor(pending) if pending else None
+        x, seconds = core.propose(
+            fitted,
+            space.bounds,
+            space.integer_dims,
+            pending_x,
+            self.acquisition,
+            seed=_seed(study, api, sequence_index),
+        )
+        if core.too_close(x, pending_x, space.bounds):
+            # Distinct parameters for concurrent trainers even when EI has one sharp peak.
+            return Proposal(space.to_parameters(explore), "explore", fitted.fit_seconds, seconds)
+        return Proposal(space.to_parameters(x), "gp", fitted.fit_seconds, seconds)
+
+    def best(
+        self, study: str, api: str, observations: Sequence[tuple[dict[str, Any], int]]
+    ) -> Best:
+        """Among the parameters tried, the one with the highest posterior mean rating."""
+        if not observations:
+            return Best(None, None, None, "none")
+        ratings = [r for _, r in observations]
+        if len(observations) < 2 or len(set(ratings)) == 1:
+            return observed_best(observations)
+        space = self._spaces[api]
+        fitted = self._fitted(study, api, observations)
+        index, mean, sd = core.posterior_best(fitted, fitted.train_x)
+        return Best(
+            space.to_parameters(fitted.train_x[index]), round(mean, 3), round(sd, 3), "model"
+        )
+
+
+def observed_best(observations: Sequence[tuple[dict[str, Any], int]]) -> Best:
+    """The tried parameters with the highest mean rating (the latest among ties)."""
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for params, rating in observations:
+        key = repr(sorted(params.items()))
+        groups.setdefault(key, (params, []))[1].append(rating)
+        groups[key] = groups.pop(key)  # keep insertion order = most recent last
+    best_params, best_ratings = max(
+        reversed(list(groups.values())), key=lambda g: sum(g[1]) / len(g[1])
+    )
+    return Best(
+        dict(best_params), round(sum(best_ratings) / len(best_ratings), 3), None, "observed"
+    )

@@ -1,0 +1,1 @@
+"""Wire schemas shared by the gateway (client) and the services (server)."""

@@ -1,0 +1,63 @@
+"""The ML service's request and response bodies (``../shared/API.md``, "ML service")."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ApiName = Annotated[str, Field(min_length=1, max_length=64)]
+Strategy = Literal["sobol", "gp", "explore", "fallback"]
+
+
+class SuggestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    apis: list[ApiName] = Field(min_length=1, max_length=16)
+    study: StudyName = "default"
+
+
+class Suggestion(BaseModel):
+    suggestion_id: str
+    api: str
+    strategy: Strategy
+    parameters: dict[str, float | int]
+
+
+class SuggestResponse(BaseModel):
+    suggestions: list[Suggestion]
+    n_observations: dict[str, int]
+
+
+class ObservationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    observation_id: str = Field(min_length=1, max_length=200)
+    suggestion_id: str | None = Field(default=None, max_length=100)
+    api: ApiName
+    parameters: dict[str, float | int]
+    # Range is checked by the service so that it answers with its own error code.
+    rating: StrictInt
+    prompt_version: str | None = Field(default=None, max_length=64)
+
+
+class UpdateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    observations: list[ObservationIn] = Field(min_length=1, max_length=500)
+    study: StudyName = "default"
+
+
+class BestForApi(BaseModel):
+    parameters: dict[str, float | int] | None
+    predicted_rating: float | None
+    uncertainty: float | None
+    n_observations: int
+    source: Literal["model", "observed", "none"]
+
+
+class UpdateResponse(BaseModel):
+    updated: bool
+    n_observations: dict[str, int]
+    best: dict[str, BestForApi]
