@@ -8,6 +8,7 @@ invocation by the handler wrapper; elsewhere the same figures go to the JSON log
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +52,14 @@ def lambda_entry(handler: Handler, *, on_lambda: bool) -> Handler:
     if not on_lambda:
         return handler
     metrics = enable_lambda_metrics()
-    wrapped: Handler = metrics.log_metrics(
+    flushed: Handler = metrics.log_metrics(
         handler, capture_cold_start_metric=True, raise_on_empty_metrics=False
     )
-    return wrapped
+
+    def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        with warnings.catch_warnings():
+            # Most invocations (health, updates, precomputed hits) time nothing: not news.
+            warnings.filterwarnings("ignore", message="No application metrics to publish")
+            return flushed(event, context)
+
+    return invoke

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib
 import json
@@ -209,3 +210,59 @@ async def test_lambda_handler_suggests_and_updates(settings: Settings, kind: str
     finally:
         await runtime.run(app.state.resources.close)
         await runtime.close()
+
+
+class FakeLambdaContext:
+    function_name = "latina-ml"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1769
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:latina-ml"
+    aws_request_id = "req-metrics"
+
+
+async def test_on_lambda_cold_start_and_fit_timings_are_published(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ml_service import telemetry
+
+    app = create_app(settings)
+    app.state.resources.optimizer.n_initial = 1
+    handler = telemetry.lambda_entry(Mangum(app, lifespan="off"), on_lambda=True)
+    runtime = LambdaRuntime()
+    context = FakeLambdaContext()
+
+    async def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(runtime._thread, handler, event, context)
+
+    try:
+        ratings = {
+            "observation_id": "m1",
+            "api": "leonardo",
+            "rating": 2,
+            "parameters": {"init_strength": 0.2, "guidance_scale": 5.0, "controlnet_weight": 0.5},
+        }
+        second = {
+            **ratings,
+            "observation_id": "m2",
+            "rating": 5,
+            "parameters": {"init_strength": 0.5, "guidance_scale": 11.0, "controlnet_weight": 1.0},
+        }
+        await invoke(
+            http_api_v2_event("POST", "/ml/update_model", body={"observations": [ratings, second]})
+        )
+        await runtime.run(app.state.resources.work.drain)
+        await invoke(http_api_v2_event("GET", "/ml/suggest_parameters", query="apis=leonardo"))
+    finally:
+        await runtime.run(app.state.resources.close)
+        await runtime.close()
+        telemetry._metrics = None
+    emitted = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "_aws" in line
+    ]
+    names = {
+        m["Name"] for e in emitted for d in e["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]
+    }
+    assert {"ColdStart", "FitSeconds", "AcquisitionSeconds"} <= names
