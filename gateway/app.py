@@ -6,15 +6,23 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from typing import Any
 
+import asyncpg
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Router
 
+from gateway import jobs
+from gateway.adapters.ml_client import HttpMLClient
 from gateway.auth import TokenBackend, on_auth_error
 from gateway.errors import STATUS_TABLE
+from gateway.providers.base import ImageProvider
+from gateway.providers.selection import build_providers
+from gateway.repositories import prompts
 from gateway.routes import ROUTES
 from gateway.state import GatewayState, Upstreams
 from shared.db.embedded import resolve_database_url
@@ -26,6 +34,7 @@ from shared.observability import (
     configure_logging,
     forward_request_id,
 )
+from shared.search_space import load_search_space
 from shared.settings import Settings, get_settings
 from shared.storage import ObjectStore
 from shared.storage.factory import open_object_store
@@ -86,8 +95,37 @@ async def prepare_database(settings: Settings) -> str:
     return dsn
 
 
-def create_app(settings: Settings, *, store: ObjectStore | None = None) -> Starlette:
-    """Build the gateway. ``store`` replaces the object store from settings (tests)."""
+async def _seed_prompts(pool: asyncpg.Pool[Any]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        imported = await prompts.import_seed_versions(conn)
+    if imported:
+        log.info("imported prompt versions", extra={"versions": imported})
+
+
+async def _worker(dsn: str, ml: HttpMLClient, stack: AsyncExitStack) -> None:
+    """The job worker inside this process (local mode), stopped with the app."""
+    conn = await connect(dsn)
+    manager = jobs.build_worker(conn, ml)
+    task = asyncio.create_task(manager.run(dequeue_timeout=timedelta(seconds=5)))
+
+    async def stop() -> None:
+        manager.shutdown.set()
+        try:
+            await asyncio.wait_for(task, timeout=10)
+        except TimeoutError:
+            task.cancel()
+        await conn.close()
+
+    stack.push_async_callback(stop)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: ObjectStore | None = None,
+    providers: dict[str, ImageProvider] | None = None,
+) -> Starlette:
+    """Build the gateway. ``store`` and ``providers`` replace those from settings (tests)."""
     metrics = HttpMetrics("latina_gateway")
 
     @asynccontextmanager
@@ -112,6 +150,10 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> Starl
                 upstreams.downloads,
             ):
                 stack.push_async_callback(client.aclose)
+            await _seed_prompts(pool)
+            ml = HttpMLClient(upstreams.ml, study=settings.ml_study)
+            if settings.gateway_worker:
+                await _worker(dsn, ml, stack)
             log.info(
                 "gateway ready",
                 extra={"env": settings.latina_env, "object_store": settings.object_store},
@@ -123,6 +165,8 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> Starl
                     store=object_store,
                     upstreams=upstreams,
                     metrics=metrics,
+                    providers=providers or build_providers(settings, upstreams),
+                    search_space=load_search_space(settings.search_space_file),
                 )
             }
 

@@ -173,6 +173,36 @@ def ml_serve(
 
 
 @app.command()
+def worker() -> None:
+    """Run a job worker (ML-update delivery, ...) until Ctrl-C; run several to scale out."""
+    import httpx
+
+    from gateway import jobs
+    from gateway.adapters.ml_client import HttpMLClient
+
+    async def work(settings: Settings) -> None:
+        dsn = await asyncio.to_thread(
+            resolve_database_url, settings.database_url, settings.data_dir
+        )
+        conn = await connect(dsn)
+        async with httpx.AsyncClient(
+            base_url=settings.ml_service_url,
+            headers={"Authorization": f"Bearer {settings.ml_service_token}"},
+            timeout=httpx.Timeout(settings.ml_service_timeout, connect=5.0),
+        ) as http:
+            typer.echo("latina worker: processing jobs (Ctrl-C stops)")
+            try:
+                await jobs.run_worker(conn, HttpMLClient(http, study=settings.ml_study))
+            finally:
+                await conn.close()
+
+    try:
+        _run(work)
+    except KeyboardInterrupt:
+        typer.echo("latina worker: stopped")
+
+
+@app.command()
 def run() -> None:
     """Run the local stack: database, migrations, ML service, gateway; Ctrl-C stops it all."""
     from gateway.local_stack import run_local_stack

@@ -9,7 +9,9 @@ import asyncpg
 import httpx
 from starlette.requests import Request
 
+from gateway.providers.base import ImageProvider
 from shared.observability import HttpMetrics
+from shared.search_space import SearchSpace
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
@@ -31,6 +33,8 @@ class GatewayState:
     store: ObjectStore
     upstreams: Upstreams
     metrics: HttpMetrics
+    providers: dict[str, ImageProvider]
+    search_space: SearchSpace
 
 
 def gateway_state(request: Request) -> GatewayState:

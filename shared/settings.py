@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     ml_service_url: str = "http://127.0.0.1:8001"
     ml_service_token: str = DEV_ML_SERVICE_TOKEN
     ml_service_timeout: float = Field(default=10.0, gt=0)
+    ml_delivery_timeout: float = Field(default=3.0, gt=0)
+    ml_delivery_retry_delay: float = Field(default=10.0, ge=0)
+    gateway_worker: bool = True
     ml_study: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     ml_host: str = "127.0.0.1"
     ml_port: int = 8001
@@ -65,10 +68,18 @@ class Settings(BaseSettings):
     leonardo_api_key: str | None = None
     leonardo_base_url: str = "https://cloud.leonardo.ai/api/rest/v1"
     leonardo_timeout: float = Field(default=30.0, gt=0)
+    leonardo_model_id: str = "b24e16ff-06e3-43eb-8d33-4416c2d75876"
+    leonardo_controlnet_preprocessor_id: int = 20
+    leonardo_deadline_seconds: float = Field(default=180.0, gt=0)
+    leonardo_poll_interval: float = Field(default=2.0, gt=0)
     replicate_api_token: str | None = None
     replicate_base_url: str = "https://api.replicate.com"
     replicate_model: str = "stability-ai/sdxl"
     replicate_timeout: float = Field(default=60.0, gt=0)
+    replicate_wait_seconds: int = Field(default=60, ge=1, le=60)
+    replicate_deadline_seconds: float = Field(default=180.0, gt=0)
+    replicate_poll_interval: float = Field(default=1.0, gt=0)
+    replicate_controlnet_input: str | None = None
 
     # --- LLM
     openai_api_key: str | None = None

@@ -19,9 +19,9 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on 127.0.0.1 and yield its base URL."""
-    port = free_port()
+async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn on 127.0.0.1 (``port`` or a free one); yield its base URL."""
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
     )

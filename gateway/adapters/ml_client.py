@@ -2,39 +2,93 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Protocol
 
 import httpx
+import numpy as np
+from scipy.stats import qmc
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from shared.search_space import SearchSpace
+from shared.wire.ml import ObservationIn, Suggestion
 
 HEALTH_TIMEOUT = 2.0
+UPSTREAM = "ml_service"
 
 
 class MLClient(Protocol):
     async def health(self) -> dict[str, Any]:
-        """The ML service's ``/ml/health`` body; raise an ``UpstreamError`` when unreachable."""
+        """``/ml/health``; raise an ``UpstreamError`` when unreachable."""
         ...
+
+    async def suggest(self, apis: list[str]) -> list[Suggestion]: ...
+
+    async def update(self, observations: list[ObservationIn], *, timeout: float) -> None: ...
+
+    async def best(self) -> dict[str, Any]: ...
 
 
 class HttpMLClient:
     """Over the gateway's long-lived client for the ML service (auth header already set)."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, study: str = "default") -> None:
         self._http = http
+        self._study = study
 
-    async def health(self) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         try:
-            response = await self._http.get("/ml/health", timeout=HEALTH_TIMEOUT)
+            response = await self._http.request(method, path, **kw)
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeout("ML service timed out", upstream="ml_service") from exc
+            raise UpstreamTimeout("ML service timed out", upstream=UPSTREAM) from exc
         except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(
-                f"ML service unreachable: {exc}", upstream="ml_service"
-            ) from exc
+            raise UpstreamUnavailable(f"ML service unreachable: {exc}", upstream=UPSTREAM) from exc
         if response.status_code != 200:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
             raise UpstreamError(
-                f"ML service answered {response.status_code}", upstream="ml_service"
+                f"ML service answered {response.status_code}: {message}",
+                upstream=UPSTREAM,
+                details={"status": response.status_code},
             )
         body: dict[str, Any] = response.json()
         return body
+
+    async def health(self) -> dict[str, Any]:
+        return await self._call("GET", "/ml/health", timeout=HEALTH_TIMEOUT)
+
+    async def suggest(self, apis: list[str]) -> list[Suggestion]:
+        body = await self._call(
+            "POST", "/ml/suggest_parameters", json={"apis": apis, "study": self._study}
+        )
+        return [Suggestion.model_validate(s) for s in body["suggestions"]]
+
+    async def update(self, observations: list[ObservationIn], *, timeout: float) -> None:
+        payload = {
+            "study": self._study,
+            "observations": [o.model_dump(exclude_none=True) for o in observations],
+        }
+        await self._call("POST", "/ml/update_model", json=payload, timeout=timeout)
+
+    async def best(self) -> dict[str, Any]:
+        body = await self._call("GET", "/ml/best", params={"study": self._study})
+        best: dict[str, Any] = body["best"]
+        return best
+
+
+def fallback_suggestion(space: SearchSpace, api: str) -> Suggestion:
+    """A space-filling point when the ML service cannot be asked (``strategy: fallback``)."""
+    params = space.parameters(api)
+    unit = qmc.Sobol(d=len(params), scramble=True, seed=secrets.randbits(32)).random(1)[0]
+    values: dict[str, float | int] = {}
+    for p, u in zip(params, np.asarray(unit, dtype=float), strict=True):
+        value = p.low + float(u) * (p.high - p.low)
+        values[p.name] = round(value) if p.type == "int" else round(value, 4)
+    return Suggestion(
+        suggestion_id=f"fallback_{secrets.token_hex(8)}",
+        api=api,
+        strategy="fallback",
+        parameters=values,
+    )

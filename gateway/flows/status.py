@@ -6,15 +6,16 @@ from typing import Any
 
 import asyncpg
 
+from gateway import jobs
 from gateway.adapters.ml_client import MLClient
 from gateway.errors import UpstreamError
+from gateway.repositories import experiments as experiment_repo
 from gateway.repositories import training
 
 APIS = ("leonardo", "stable_diffusion")
-# "Current best rating" is the best per-API mean over this many most recent samples: it moves
-# with what the system produces now, where an all-time maximum would stick at the first 5.
+# "Current best rating": the higher of the two APIs' mean rating over their last 10 samples,
+# so it moves with what the system produces now.
 CURRENT_WINDOW = 10
-ML_UPDATE_JOB = "ml_update"
 
 
 async def training_status(
@@ -24,24 +25,26 @@ async def training_status(
     async with pool.acquire() as conn:
         samples = await training.count_samples(conn)
         figures = {f.api: f for f in await training.per_api_figures(conn)}
-        recent = await training.recent_api_averages(conn, CURRENT_WINDOW)
+        recent = await experiment_repo.api_means_over_last(conn, CURRENT_WINDOW)
         curve = await training.learning_curve(conn)
         prompt = await training.current_prompt(conn)
-        pending = await training.pending_job_count(conn, ML_UPDATE_JOB)
+        pending = await jobs.pending_jobs(conn, jobs.ML_UPDATE)
     try:
-        await ml.health()
+        best: dict[str, Any] = await ml.best()
         reachable = True
     except UpstreamError:
-        reachable = False
+        best, reachable = {}, False
     per_api: dict[str, Any] = {}
     for api in APIS:
         fig = figures.get(api)
+        learned = best.get(api) or {}
         per_api[api] = {
             "samples": fig.samples if fig else 0,
             "avg_rating": round(fig.avg_rating, 3) if fig and fig.avg_rating else None,
-            "best_parameters": fig.best_parameters if fig else None,
             "best_rating": fig.best_rating if fig else None,
-            "predicted_best_rating": None,
+            "best_parameters": learned.get("parameters") or (fig.best_parameters if fig else None),
+            "predicted_best_rating": learned.get("predicted_rating"),
+            "uncertainty": learned.get("uncertainty"),
         }
     complete = samples >= phase_1_target
     return {
@@ -49,7 +52,7 @@ async def training_status(
         "phase": 2 if complete else 1,
         "phase_1_complete": complete,
         "phase_1_target": phase_1_target,
-        "current_best_rating": round(max(recent), 3) if recent else None,
+        "current_best_rating": round(max(recent.values()), 3) if recent else None,
         "per_api": per_api,
         "current_prompt": (
             {

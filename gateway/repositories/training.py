@@ -54,22 +54,6 @@ async def per_api_figures(conn: Conn) -> list[ApiFigures]:
     ]
 
 
-async def recent_api_averages(conn: Conn, last_samples: int) -> list[float]:
-    """Each API's mean rating over the last ``last_samples`` rated samples."""
-    rows = await conn.fetch(
-        """
-        SELECT avg(p.rating)::float8 AS avg_rating
-        FROM parameter_experiments p
-        JOIN (SELECT id FROM experiments WHERE sample_number IS NOT NULL
-              ORDER BY sample_number DESC LIMIT $1) e ON e.id = p.experiment_id
-        WHERE p.rating IS NOT NULL
-        GROUP BY p.api
-        """,
-        last_samples,
-    )
-    return [float(r["avg_rating"]) for r in rows]
-
-
 async def learning_curve(conn: Conn) -> list[CurvePoint]:
     rows = await conn.fetch(
         """
@@ -94,10 +78,3 @@ async def current_prompt(conn: Conn) -> PromptSummary | None:
     if row is None:
         return None
     return PromptSummary(row["version"], row["performance_score"], row["usage_count"])
-
-
-async def pending_job_count(conn: Conn, kind: str) -> int:
-    value = await conn.fetchval(
-        "SELECT count(*) FROM jobs WHERE kind = $1 AND status IN ('queued', 'running')", kind
-    )
-    return int(value)

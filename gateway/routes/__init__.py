@@ -14,4 +14,7 @@ ROUTES: list[BaseRoute] = [
     Route("/api/me", accounts.me, methods=["GET"]),
     Route("/api/users", accounts.list_users, methods=["GET"]),
     Route("/api/train/status", training.status, methods=["GET"]),
+    Route("/api/train/history", training.history, methods=["GET"]),
+    Route("/api/train/rate", training.rate, methods=["POST"]),
+    Route("/api/enhance/train", training.enhance_train, methods=["POST"]),
 ]

@@ -1,22 +1,119 @@
-"""Training routes."""
+"""Training routes: upload and render, rate, status, history."""
 
 from __future__ import annotations
 
+import json
+
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.auth import current_user
+from gateway.errors import InvalidInput, MalformedRequest, PayloadTooLarge
+from gateway.flows.history import training_history
+from gateway.flows.rating import RatingPolicy, record_ratings
 from gateway.flows.status import training_status
-from gateway.state import gateway_state
+from gateway.flows.training import TrainingDeps, train
+from gateway.state import GatewayState, gateway_state
+from shared.wire.gateway import RateRequest
+
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _ml(state: GatewayState) -> HttpMLClient:
+    return HttpMLClient(state.upstreams.ml, study=state.settings.ml_study)
+
+
+async def enhance_train(request: Request) -> Response:
+    user = current_user(request)
+    state = gateway_state(request)
+    limit = state.settings.upload_max_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(
+            f"upload is larger than {limit} bytes",
+            code="upload_too_large",
+            details={"limit_bytes": limit},
+        )
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise MalformedRequest("send the image as multipart/form-data (field 'image')")
+    async with request.form(max_files=1, max_fields=10) as form:
+        image = form.get("image")
+        if not isinstance(image, UploadFile):
+            raise InvalidInput(
+                "the multipart field 'image' (a file) is required", code="image_required"
+            )
+        data = await image.read(limit + 1)
+        filename, declared_type = image.filename, image.content_type
+        project = form.get("project_id")
+        mode = form.get("mode")
+    body = await train(
+        TrainingDeps(
+            pool=state.pool,
+            store=state.store,
+            ml=_ml(state),
+            providers=state.providers,
+            space=state.search_space,
+            uploads_bucket=state.settings.s3_uploads_bucket,
+            enhanced_bucket=state.settings.s3_enhanced_bucket,
+            max_bytes=limit,
+            max_pixels=state.settings.upload_max_pixels,
+            url_ttl=state.settings.object_url_ttl_seconds,
+        ),
+        data,
+        project if isinstance(project, str) else None,
+        mode if isinstance(mode, str) else None,
+        user,
+        filename=filename,
+        declared_type=declared_type,
+    )
+    return JSONResponse(body, status_code=201)
+
+
+async def rate(request: Request) -> Response:
+    user = current_user(request)
+    state = gateway_state(request)
+    try:
+        raw = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+    body = await record_ratings(
+        state.pool,
+        _ml(state),
+        RateRequest.model_validate(raw),
+        user,
+        RatingPolicy(
+            phase_1_target=state.settings.phase_1_target,
+            delivery_timeout=state.settings.ml_delivery_timeout,
+            retry_delay=state.settings.ml_delivery_retry_delay,
+        ),
+    )
+    return JSONResponse(body)
 
 
 async def status(request: Request) -> Response:
     current_user(request)
     state = gateway_state(request)
     body = await training_status(
+        state.pool, _ml(state), phase_1_target=state.settings.phase_1_target
+    )
+    return JSONResponse(body)
+
+
+async def history(request: Request) -> Response:
+    current_user(request)
+    state = gateway_state(request)
+    q = request.query_params
+    raw_limit = q.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
+        raise InvalidInput("limit must be an integer from 1 to 200", code="invalid_limit")
+    body = await training_history(
         state.pool,
-        HttpMLClient(state.upstreams.ml),
-        phase_1_target=state.settings.phase_1_target,
+        state.store,
+        limit=int(raw_limit),
+        cursor=q.get("cursor"),
+        project_id=q.get("project_id"),
+        url_ttl=state.settings.object_url_ttl_seconds,
     )
     return JSONResponse(body)

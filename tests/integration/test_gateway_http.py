@@ -150,11 +150,11 @@ async def test_request_id_is_forwarded_to_the_ml_service(
 ) -> None:
     seen: list[str | None] = []
 
-    async def health(request: Request) -> JSONResponse:
+    async def best(request: Request) -> JSONResponse:
         seen.append(request.headers.get("x-request-id"))
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"study": "default", "best": {}})
 
-    fake_ml = Starlette(routes=[Route("/ml/health", health)])
+    fake_ml = Starlette(routes=[Route("/ml/best", best)])
     async with serve(fake_ml) as url:
         app = create_app(settings.model_copy(update={"ml_service_url": url}))
         async with LifespanManager(app) as manager:

@@ -1,0 +1,176 @@
+"""``POST /api/train/rate``: record a sample, then teach the ML service."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from gateway import jobs
+from gateway.adapters.ml_client import MLClient
+from gateway.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from gateway.repositories import experiments as repo
+from gateway.repositories.users import User
+from shared.wire.gateway import RateRequest
+from shared.wire.ml import ObservationIn
+
+log = logging.getLogger("latina.rating")
+
+OPTIONS = ("A", "B")
+MAX_COMMENT = 2000
+EVOLUTION_EVERY = 10
+CURRENT_WINDOW = 10
+
+
+@dataclass(frozen=True)
+class RatingPolicy:
+    phase_1_target: int
+    delivery_timeout: float
+    retry_delay: float
+
+
+def _check_shape(request: RateRequest) -> dict[str, tuple[int, str, int | None]]:
+    given: dict[str, tuple[int, str, int | None]] = {}
+    for r in request.ratings:
+        if r.option not in OPTIONS:
+            raise InvalidInput(
+                f"unknown option {r.option!r}; options are A and B",
+                code="unknown_option",
+                details={"option": r.option},
+            )
+        if r.option in given:
+            raise InvalidInput(f"option {r.option} is rated twice", code="duplicate_option")
+        if not 1 <= r.rating <= 5:
+            raise InvalidInput(
+                "rating must be an integer from 1 to 5",
+                code="rating_out_of_range",
+                details={"option": r.option, "rating": r.rating},
+            )
+        if len(r.comments) > MAX_COMMENT:
+            raise InvalidInput(
+                f"comments may be at most {MAX_COMMENT} characters",
+                code="comment_too_long",
+                details={"option": r.option, "length": len(r.comments)},
+            )
+        given[r.option] = (r.rating, r.comments.strip(), r.image_id)
+    return given
+
+
+def _check_against(
+    given: dict[str, tuple[int, str, int | None]], options: list[repo.OptionRow]
+) -> None:
+    generated = {o.option: o for o in options}
+    for option in given:
+        if option not in generated:
+            raise InvalidInput(
+                f"option {option} was not generated for this experiment",
+                code="unknown_option",
+                details={"option": option, "generated": sorted(generated)},
+            )
+    missing = sorted(set(generated) - set(given))
+    if missing:
+        raise InvalidInput(
+            "every generated option must be rated in one request",
+            code="missing_option",
+            details={"missing": missing},
+        )
+    for option, (_, _, image_id) in given.items():
+        if image_id is not None and image_id != generated[option].image_id:
+            raise InvalidInput(
+                f"image {image_id} is not option {option} of this experiment",
+                code="image_mismatch",
+                details={"option": option, "image_id": image_id},
+            )
+
+
+async def record_ratings(
+    pool: asyncpg.Pool[Any],
+    ml: MLClient,
+    request: RateRequest,
+    user: User,
+    policy: RatingPolicy,
+) -> dict[str, Any]:
+    """Store the ratings, the ML update and any evolution trigger in one transaction; then try
+    to deliver the update at once. Identical resubmissions get the first answer again."""
+    given = _check_shape(request)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            experiment = await repo.lock_experiment(conn, request.experiment_id)
+            if experiment is None:
+                raise NotFound(
+                    f"no experiment {request.experiment_id!r}", code="experiment_not_found"
+                )
+            options = await repo.options_of(conn, experiment.id)
+            _check_against(given, options)
+            if experiment.sample_number is not None:
+                stored = await repo.ratings_of(conn, experiment.id)
+                if {k: (v[0], v[1]) for k, v in given.items()} != stored:
+                    raise Conflict(
+                        "this experiment was already rated with other values",
+                        code="already_rated",
+                        details={"sample_number": experiment.sample_number},
+                    )
+                if experiment.rate_response is not None:
+                    return experiment.rate_response
+                return await _response(conn, experiment.sample_number, False, policy)
+            sample = await repo.next_sample_number(conn)
+            for option in options:
+                rating, comments, _ = given[option.option]
+                await repo.insert_rating(conn, experiment.id, option, rating, comments, user.id)
+            await repo.mark_rated(conn, experiment.id, sample, user.id)
+            await repo.refresh_prompt_score(conn, experiment.prompt_version_id)
+            if sample % EVOLUTION_EVERY == 0:
+                await repo.open_evolution_round(conn, sample, experiment.id)
+            observations = [
+                ObservationIn(
+                    observation_id=f"{experiment.id}:{o.option}",
+                    suggestion_id=o.suggestion_id,
+                    api=o.api,
+                    parameters=o.parameters,
+                    rating=given[o.option][0],
+                    prompt_version=experiment.prompt_version,
+                )
+                for o in options
+            ]
+            job_id = await jobs.enqueue_ml_update(
+                conn, experiment.id, observations, delay_seconds=policy.retry_delay
+            )
+        delivered = await _deliver(ml, observations, policy.delivery_timeout)
+        async with conn.transaction():
+            if delivered:
+                await jobs.forget_job(conn, job_id)
+            body = await _response(conn, sample, delivered, policy)
+            await repo.store_rate_response(conn, experiment.id, body)
+    return body
+
+
+async def _deliver(ml: MLClient, observations: list[ObservationIn], timeout: float) -> bool:
+    try:
+        await ml.update(observations, timeout=timeout)
+    except UpstreamError as exc:
+        log.warning("ml update kept for the worker: %s", exc.message)
+        return False
+    return True
+
+
+async def _response(
+    conn: Any, sample: int, ml_updated: bool, policy: RatingPolicy
+) -> dict[str, Any]:
+    means = await repo.api_means_over_last(conn, CURRENT_WINDOW)
+    triggered = sample % EVOLUTION_EVERY == 0
+    return {
+        "success": True,
+        "ml_updated": ml_updated,
+        "sample_number": sample,
+        "current_best_rating": round(max(means.values()), 3) if means else None,
+        "samples_collected": sample,
+        "phase_1_complete": sample >= policy.phase_1_target,
+        "prompt_evolution": {
+            "triggered": triggered,
+            "waiting_for_ab_test": False,
+            "new_version": None,
+            "ab_test": None,
+        },
+    }

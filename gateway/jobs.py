@@ -1,0 +1,97 @@
+"""The job queue on PostgreSQL (pgqueuer): ML-update delivery now, prompt evolution later.
+
+A rating's ML update is enqueued in the rating's own transaction, so it is never lost; the
+gateway then tries to deliver it at once, and only when that fails does the worker pick it up
+(after ``ML_DELIVERY_RETRY_DELAY`` seconds, then with exponential backoff) until the ML service
+has it. Delivery is idempotent on the ML side (``observation_id``), so a race between the
+immediate attempt and the worker can never count an observation twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Job, Queries, QueueManager
+from pgqueuer.executors import EntrypointExecutorParameters
+from pgqueuer.types import QueueExecutionMode
+
+from gateway.adapters.ml_client import MLClient
+from shared.wire.ml import ObservationIn
+
+log = logging.getLogger("latina.jobs")
+
+ML_UPDATE = "ml_update"
+DELIVERY_TIMEOUT = 30.0  # the worker is in no hurry; the request path uses a shorter one
+
+
+async def enqueue_ml_update(
+    conn: asyncpg.Connection[Any] | Any,
+    experiment_id: str,
+    observations: list[ObservationIn],
+    *,
+    delay_seconds: float,
+) -> int:
+    """Put the update on the queue inside the caller's transaction; return the job id."""
+    payload = json.dumps([o.model_dump(exclude_none=True) for o in observations]).encode()
+    queries = Queries(AsyncpgDriver(conn))
+    ids = await queries.enqueue(
+        ML_UPDATE,
+        payload,
+        execute_after=timedelta(seconds=delay_seconds),
+        dedupe_key=f"{ML_UPDATE}:{experiment_id}",
+    )
+    return int(ids[0])
+
+
+async def forget_job(conn: asyncpg.Connection[Any] | Any, job_id: int) -> None:
+    """The update arrived on the request path: the worker need not deliver it."""
+    await conn.execute("DELETE FROM pgqueuer WHERE id = $1 AND status = 'queued'", job_id)
+
+
+async def pending_jobs(conn: asyncpg.Connection[Any] | Any, entrypoint: str) -> int:
+    value = await conn.fetchval(
+        "SELECT count(*) FROM pgqueuer WHERE entrypoint = $1 AND status IN ('queued', 'picked')",
+        entrypoint,
+    )
+    return int(value)
+
+
+def build_worker(
+    conn: asyncpg.Connection[Any], ml: MLClient, *, max_delay_seconds: float = 300.0
+) -> QueueManager:
+    """A queue manager on its own connection, with the gateway's entrypoints registered."""
+    manager = QueueManager(Queries(AsyncpgDriver(conn)))
+
+    def retrying(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
+        # An update must arrive eventually: retry for days rather than give up.
+        return DatabaseRetryEntrypointExecutor(
+            parameters=params,
+            max_attempts=10_000,
+            initial_delay=timedelta(seconds=2),
+            max_delay=timedelta(seconds=max_delay_seconds),
+        )
+
+    @manager.entrypoint(ML_UPDATE, executor_factory=retrying)
+    async def deliver_ml_update(job: Job) -> None:
+        assert job.payload is not None
+        observations = [ObservationIn.model_validate(o) for o in json.loads(job.payload)]
+        await ml.update(observations, timeout=DELIVERY_TIMEOUT)
+        log.info(
+            "ml update delivered by the worker", extra={"job_id": job.id, "attempts": job.attempts}
+        )
+
+    return manager
+
+
+async def run_worker(
+    conn: asyncpg.Connection[Any], ml: MLClient, *, drain: bool = False
+) -> QueueManager:
+    """Process jobs until shut down (``manager.shutdown.set()``), or until none are ready."""
+    manager = build_worker(conn, ml)
+    mode = QueueExecutionMode.drain if drain else QueueExecutionMode.continuous
+    await manager.run(dequeue_timeout=timedelta(seconds=5), mode=mode)
+    return manager

@@ -1,0 +1,359 @@
+"""Train and rate through the gateway's HTTP API, with the local engine and a real ML service."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from PIL import Image
+
+from gateway.app import create_app
+from ml_service.app import create_app as create_ml
+from shared.settings import Settings
+from tests.images import interior
+from tests.servers import free_port, serve
+
+
+async def count(pool: asyncpg.Pool[Any], table: str) -> int:
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+
+
+@pytest.fixture
+async def ml_url(settings: Settings) -> AsyncIterator[str]:
+    """The real ML service on loopback (same database, its own schema)."""
+    app = create_ml(settings)
+    async with serve(app) as url:
+        yield url
+    await app.state.resources.close()
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, trainer_token: str, ml_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings.model_copy(update={"ml_service_url": ml_url}))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://gw",
+            headers={"Authorization": f"Bearer {trainer_token}"},
+            timeout=60,
+        ) as c:
+            yield c
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    data: bytes | None = None,
+    name: str = "room.jpg",
+    content_type: str = "image/jpeg",
+    **fields: str,
+) -> httpx.Response:
+    return await client.post(
+        "/api/enhance/train",
+        files={"image": (name, data if data is not None else interior(), content_type)},
+        data=fields,
+    )
+
+
+def ratings_for(body: dict[str, Any], a: int = 3, b: int = 5) -> dict[str, Any]:
+    values = {"A": a, "B": b}
+    return {
+        "experiment_id": body["experiment_id"],
+        "ratings": [
+            {
+                "option": o["option"],
+                "image_id": o["image_id"],
+                "rating": values[o["option"]],
+                "comments": f"option {o['option']}",
+            }
+            for o in body["options"]
+            if "image_id" in o
+        ],
+    }
+
+
+async def test_train_renders_both_options_and_records_one_experiment(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any]
+) -> None:
+    response = await upload(client, project_id="villa-7")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["experiment_id"].startswith("exp_")
+    assert body["project_id"] == "villa-7" and body["mode"] == "ab"
+    assert body["prompt_version"] == "v1.0.0"
+    assert [(o["option"], o["api"], o["provider"]) for o in body["options"]] == [
+        ("A", "leonardo", "local"),
+        ("B", "stable_diffusion", "local"),
+    ]
+    assert {o["strategy"] for o in body["options"]} == {"sobol"}
+    rendered = []
+    for option in body["options"]:
+        image = await client.get(option["url"])
+        assert image.status_code == 200
+        rendered.append(image.content)
+        assert Image.open(io.BytesIO(image.content)).size == (256, 192)
+    assert rendered[0] != rendered[1]
+    assert (await client.get(body["original"]["url"])).status_code == 200
+    assert await count(db_pool, "images") == 3
+    assert await count(db_pool, "experiments") == 1
+    assert await count(db_pool, "parameter_experiments") == 2
+
+
+async def test_rating_teaches_the_ml_service_and_counts_a_sample(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any]
+) -> None:
+    body = (await upload(client)).json()
+    rated = await client.post("/api/train/rate", json=ratings_for(body, 2, 5))
+    assert rated.status_code == 200, rated.text
+    answer = rated.json()
+    assert answer["success"] is True and answer["ml_updated"] is True
+    assert answer["samples_collected"] == 1 and answer["phase_1_complete"] is False
+    assert answer["current_best_rating"] == 5.0
+    assert answer["prompt_evolution"]["triggered"] is False
+    async with db_pool.acquire() as conn:
+        observed = await conn.fetch(
+            "SELECT observation_id, rating FROM ml.observations ORDER BY observation_id"
+        )
+        queued = await conn.fetchval("SELECT count(*) FROM pgqueuer")
+        score = await conn.fetchrow(
+            "SELECT performance_score, usage_count FROM prompt_versions WHERE version = 'v1.0.0'"
+        )
+    assert [(r["observation_id"].rsplit(":", 1)[1], r["rating"]) for r in observed] == [
+        ("A", 2),
+        ("B", 5),
+    ]
+    assert queued == 0  # delivered at once: nothing left for the worker
+    assert (score["performance_score"], score["usage_count"]) == (3.5, 1)
+    status = (await client.get("/api/train/status")).json()
+    assert status["samples_collected"] == 1
+    assert status["ml_service"] == {"reachable": True, "pending_updates": 0}
+    assert status["per_api"]["stable_diffusion"]["avg_rating"] == 5.0
+    assert status["learning_curve"] == [{"sample": 1, "avg_rating": 3.5, "best_so_far": 5.0}]
+
+
+async def test_identical_resubmission_is_idempotent_and_a_change_is_409(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any]
+) -> None:
+    body = (await upload(client)).json()
+    first = await client.post("/api/train/rate", json=ratings_for(body))
+    again = await client.post("/api/train/rate", json=ratings_for(body))
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    changed = await client.post("/api/train/rate", json=ratings_for(body, 1, 1))
+    assert changed.status_code == 409
+    assert changed.json()["error"]["code"] == "already_rated"
+    assert await count(db_pool, "enhancement_ratings") == 2
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "code"),
+    [
+        (lambda r: r["ratings"][0].update(rating=6), 422, "rating_out_of_range"),
+        (lambda r: r["ratings"][0].update(rating=0), 422, "rating_out_of_range"),
+        (lambda r: r["ratings"][0].update(option="C"), 422, "unknown_option"),
+        (lambda r: r["ratings"].pop(), 422, "missing_option"),
+        (lambda r: r["ratings"][0].update(comments="x" * 2001), 422, "comment_too_long"),
+        (lambda r: r.update(experiment_id="exp_doesnotexist00"), 404, "experiment_not_found"),
+        (lambda r: r["ratings"][0].update(image_id=999999), 422, "image_mismatch"),
+        (lambda r: r["ratings"][0].update(rating="5"), 422, "invalid_input"),
+    ],
+)
+async def test_invalid_ratings_are_refused_and_write_nothing(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any], mutate: Any, status: int, code: str
+) -> None:
+    body = (await upload(client)).json()
+    request = ratings_for(body)
+    mutate(request)
+    response = await client.post("/api/train/rate", json=request)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert await count(db_pool, "enhancement_ratings") == 0
+    assert await count(db_pool, "pgqueuer") == 0
+
+
+async def test_a_comment_of_2000_characters_is_accepted(client: httpx.AsyncClient) -> None:
+    body = (await upload(client)).json()
+    request = ratings_for(body)
+    request["ratings"][0]["comments"] = "y" * 2000
+    assert (await client.post("/api/train/rate", json=request)).status_code == 200
+
+
+async def test_twenty_concurrent_identical_ratings_count_one_sample(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any]
+) -> None:
+    body = (await upload(client)).json()
+    responses = await asyncio.gather(
+        *(client.post("/api/train/rate", json=ratings_for(body)) for _ in range(20))
+    )
+    assert [r.status_code for r in responses] == [200] * 20
+    assert {r.json()["sample_number"] for r in responses} == {1}
+    assert await count(db_pool, "enhancement_ratings") == 2
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT samples FROM training_counters") == 1
+        assert await conn.fetchval("SELECT count(*) FROM ml.observations") == 2
+
+
+async def test_thirty_concurrent_ratings_open_exactly_three_evolution_rounds(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any]
+) -> None:
+    bodies = [(await upload(client)).json() for _ in range(30)]
+    responses = await asyncio.gather(
+        *(client.post("/api/train/rate", json=ratings_for(b)) for b in bodies)
+    )
+    assert all(r.status_code == 200 for r in responses)
+    numbers = sorted(r.json()["sample_number"] for r in responses)
+    assert numbers == list(range(1, 31))
+    triggered = sorted(
+        r.json()["sample_number"] for r in responses if r.json()["prompt_evolution"]["triggered"]
+    )
+    assert triggered == [10, 20, 30]
+    async with db_pool.acquire() as conn:
+        rounds = await conn.fetch("SELECT sample_number FROM evolution_rounds ORDER BY 1")
+    assert [r["sample_number"] for r in rounds] == [10, 20, 30]
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "content_type", "status", "code"),
+    [
+        (lambda: interior(fmt="PNG"), "room.jpg", "image/jpeg", 415, "image_type_mismatch"),
+        (
+            lambda: b"just some text, not an image\n" * 10,
+            "notes.png",
+            "image/png",
+            415,
+            "unsupported_image_type",
+        ),
+        (lambda: interior()[:400], "cut.jpg", "image/jpeg", 422, "corrupt_image"),
+        (lambda: interior(1, 1, "PNG"), "dot.png", "image/png", 422, "image_too_small"),
+    ],
+)
+async def test_bad_uploads_get_their_error_and_write_nothing(
+    client: httpx.AsyncClient,
+    db_pool: asyncpg.Pool[Any],
+    settings: Settings,
+    make: Any,
+    name: str,
+    content_type: str,
+    status: int,
+    code: str,
+) -> None:
+    response = await upload(client, make(), name, content_type)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert await count(db_pool, "images") == 0
+    objects = settings.data_dir / "objects"
+    assert not objects.exists() or not any(p.is_file() for p in objects.rglob("*"))
+
+
+async def test_a_dimension_bomb_is_refused_before_decoding(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any]
+) -> None:
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, "PNG")  # tiny file, 400 megapixels
+    response = await upload(client, bomb.getvalue(), "bomb.png", "image/png")
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "image_too_large"
+    assert await count(db_pool, "images") == 0
+
+
+async def test_an_upload_over_the_byte_limit_is_413(settings: Settings, trainer_token: str) -> None:
+    app = create_app(settings.model_copy(update={"upload_max_bytes": 1000}))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+            response = await c.post(
+                "/api/enhance/train",
+                files={"image": ("room.jpg", interior(), "image/jpeg")},
+                headers={"Authorization": f"Bearer {trainer_token}"},
+            )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "upload_too_large"
+
+
+async def test_provider_a_down_still_returns_b_which_can_be_rated(
+    settings: Settings, trainer_token: str, db_pool: asyncpg.Pool[Any]
+) -> None:
+    down = settings.model_copy(
+        update={
+            "leonardo_api_key": "key",
+            "leonardo_base_url": f"http://127.0.0.1:{free_port()}/v1",
+        }
+    )
+    app = create_app(down)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://gw",
+            timeout=60,
+            headers={"Authorization": f"Bearer {trainer_token}"},
+        ) as c:
+            response = await upload(c)
+            assert response.status_code == 201, response.text
+            body = response.json()
+            a, b = body["options"]
+            assert a["provider"] == "leonardo" and "error" in a and "url" not in a
+            assert a["error"]["code"] == "upstream_unavailable"
+            assert b["provider"] == "local" and "url" in b
+            rated = await c.post("/api/train/rate", json=ratings_for(body))
+            assert rated.status_code == 200, rated.text
+    async with db_pool.acquire() as conn:
+        options = await conn.fetch("SELECT option, rating FROM parameter_experiments")
+    assert [(r["option"], r["rating"]) for r in options] == [("B", 5)]
+
+
+async def test_both_providers_down_is_502_and_leaves_nothing(
+    settings: Settings, trainer_token: str, db_pool: asyncpg.Pool[Any]
+) -> None:
+    down = settings.model_copy(
+        update={
+            "leonardo_api_key": "key",
+            "leonardo_base_url": f"http://127.0.0.1:{free_port()}/v1",
+            "replicate_api_token": "tok",
+            "replicate_base_url": f"http://127.0.0.1:{free_port()}",
+        }
+    )
+    app = create_app(down)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://gw",
+            timeout=60,
+            headers={"Authorization": f"Bearer {trainer_token}"},
+        ) as c:
+            response = await upload(c)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "all_providers_failed"
+    for table in ("images", "experiments", "parameter_experiments"):
+        assert await count(db_pool, table) == 0
+    objects = down.data_dir / "objects"
+    assert not objects.exists() or not any(p.is_file() for p in objects.rglob("*"))
+
+
+async def test_history_pages_newest_first(client: httpx.AsyncClient) -> None:
+    ids = [(await upload(client, project_id=p)).json()["experiment_id"] for p in ("p1", "p2", "p1")]
+    first = (await client.get("/api/train/history", params={"limit": 2})).json()
+    assert [i["experiment_id"] for i in first["items"]] == ids[::-1][:2]
+    assert first["next_cursor"]
+    second = (
+        await client.get("/api/train/history", params={"limit": 2, "cursor": first["next_cursor"]})
+    ).json()
+    assert [i["experiment_id"] for i in second["items"]] == [ids[0]]
+    assert second["next_cursor"] is None
+    only_p1 = (await client.get("/api/train/history", params={"project_id": "p1"})).json()
+    assert [i["experiment_id"] for i in only_p1["items"]] == [ids[2], ids[0]]
+    item = first["items"][0]
+    assert item["created_by"] == "tina" and len(item["options"]) == 2
+    assert item["options"][0]["parameters"] and item["options"][0]["url"]
+    bad = await client.get("/api/train/history", params={"cursor": "!!"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_cursor"
