@@ -294,7 +294,7 @@ def _vibrance(x: F32, lum: F32, amount: float) -> None:
 
 
 def _edge_map(lum: F32) -> F32:
-    """Where the original has edges, 0-1: gradient magnitude against its 95th percentile."""
+    """Where the original has edges, 0-1: gradient magnitude, saturating at half its p90."""
     grad = np.abs(np.diff(lum, axis=1, append=lum[:, -1:]))
     grad += np.abs(np.diff(lum, axis=0, append=lum[-1:, :]))
     grad = _blur(grad)  # a band around each edge, not a one-pixel line
