@@ -9,6 +9,7 @@ and presigned-URL expiry would go untested. Startup verifies that a wrong secret
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -155,9 +156,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A SeaweedFS S3 endpoint on 127.0.0.1 that checks signatures, for the whole session."""
-    home = tmp_path_factory.mktemp("seaweedfs")
+    with running_s3_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_s3_server(home: Path) -> Iterator[S3Server]:
+    """Start SeaweedFS with its data, logs and sockets under ``home``; stop it on exit."""
     data = home / "data"
-    data.mkdir()
+    data.mkdir(parents=True)
     access_key, secret_key = "latina-test", uuid.uuid4().hex
     config = home / "s3.json"
     config.write_text(

@@ -1,14 +1,31 @@
-"""Run every benchmark and print its figures."""
+"""Run the benchmarks and print their figures: ``python -m tests.benchmarks [--quick] [--only]``."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+from collections.abc import Sequence
 
-from tests.benchmarks import bench_gateway_auth
+from tests.benchmarks import bench_gateway_auth, bench_ml_optimizer, bench_training
 
 
-def main() -> None:
-    asyncio.run(bench_gateway_auth.main())
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-test sizes (ML: 3 seeds, studies of 10/50; training: 10 uploads, 60 ratings)",
+    )
+    parser.add_argument(
+        "--only", choices=["ml", "gateway", "train"], help="run one benchmark instead of all"
+    )
+    args = parser.parse_args(argv)
+    if args.only in (None, "gateway"):
+        asyncio.run(bench_gateway_auth.main())
+    if args.only in (None, "ml"):
+        asyncio.run(bench_ml_optimizer.main(quick=args.quick))
+    if args.only in (None, "train"):
+        asyncio.run(bench_training.main(quick=args.quick))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize  # type: ignore[import-untyped]
 
 from shared.search_space import Parameter, load_search_space
 
@@ -91,16 +91,14 @@ def apis() -> list[str]:
 
 
 def _unit(api: str, params: Params) -> np.ndarray:
-    return np.array(
-        [(float(params[p.name]) - p.low) / (p.high - p.low) for p in _parameters(api)]
-    )
+    return np.array([(float(params[p.name]) - p.low) / (p.high - p.low) for p in _parameters(api)])
 
 
 def _from_unit(api: str, unit: np.ndarray) -> Params:
     out: Params = {}
     for p, u in zip(_parameters(api), np.clip(unit, 0.0, 1.0), strict=True):
         value = p.low + float(u) * (p.high - p.low)
-        out[p.name] = int(round(value)) if p.type == "int" else value
+        out[p.name] = round(value) if p.type == "int" else value
     return out
 
 
