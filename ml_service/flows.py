@@ -115,10 +115,10 @@ async def suggest_parameters(
         check_api(work.optimizer.space, api)
     if len(set(apis)) != len(apis):
         raise InvalidInput("each api may be asked for once", code="duplicate_api")
-    suggestions = []
+    # The APIs' GPs are independent: compute them side by side (each in its own thread).
+    answers = await asyncio.gather(*(suggest_one(pool, work, study, api) for api in apis))
+    suggestions = [suggestion.model_dump() for suggestion, _ in answers]
     for api in apis:
-        suggestion, _ = await suggest_one(pool, work, study, api)
-        suggestions.append(suggestion.model_dump())
         # the next request should find one ready, computed with this one as pending
         work.schedule_precompute(pool, study, api)
     async with pool.acquire() as conn:
