@@ -12,7 +12,12 @@ called directly, so the gateway's own overhead can be read off.
 
 Rate: experiments are made first with the local engine; then 20 clients rate distinct
 experiments as fast as they can against the real PostgreSQL, with the real ML service answering
-(immediate delivery) and with it unreachable (the update stays queued for the worker).
+(immediate delivery) and with it unreachable (the update stays queued for the worker), and once
+more with a pool as large as the number of clients. Beside latency and throughput each row
+shows why it is what it is: how often the gateway's pool was fully checked out, how many
+backends waited for a row lock (and on which statement), how late the event loop ran and how
+much CPU this process used. The ML service shares this process, so its background model fits
+compete with the gateway for the CPU; deployed, it runs elsewhere.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from gateway.providers.base import ApiName, RenderRequest
 from gateway.state import GatewayState
 from ml_service.app import create_app as create_ml
 from shared.db.embedded import embedded_server
+from shared.db.pool import connect
 from shared.settings import Settings
 from tests.fakes.leonardo import API_KEY, PREFIX, FakeLeonardo
 from tests.fakes.replicate import API_TOKEN, FakeReplicate
@@ -55,6 +61,7 @@ UPLOAD_SIZE = (640, 480)
 DEFAULT_POOL_MAX = Settings.model_fields["database_pool_max"].default
 # How often the pool watcher looks; fine enough for ratings that take milliseconds.
 POOL_SAMPLE_SECONDS = 0.002
+LOCK_SAMPLE_SECONDS = 0.01
 
 
 def _p95(values: list[float]) -> float:
@@ -185,77 +192,145 @@ class RateRow:
     n: int
     pool_max: int
     times: list[float] = field(default_factory=list)
+    solo: list[float] = field(default_factory=list)  # one client, one rating at a time
+    ml_updates: list[float] = field(default_factory=list)  # gateway -> ML update round trips
     statuses: Counter[int] = field(default_factory=Counter)
     delivered: int = 0
     per_second: float = 0.0
     pool_full: float = 0.0  # share of samples with every pooled connection checked out
+    loop_lag: list[float] = field(default_factory=list)  # how late the watcher's sleeps end
+    lock_waiters: list[int] = field(default_factory=list)  # backends waiting for a lock
+    waiting_on: Counter[str] = field(default_factory=Counter)  # the statements that wait
+    cpu: float = 0.0  # this process's CPU seconds per wall second (threads included)
     first_error: str | None = None
 
 
-async def _watch_pool(state: GatewayState, stop: asyncio.Event, samples: list[bool]) -> None:
+async def _watch(state: GatewayState, stop: asyncio.Event, row: RateRow) -> None:
     # asyncpg does not count waits for a connection, so sample instead: with every connection
-    # checked out, any further acquire queues.
+    # checked out, any further acquire queues. Everything shares this process's event loop
+    # (and GIL), so how late a short sleep wakes up shows how busy the process is.
     pool = state.pool
+    full = []
     while not stop.is_set():
-        samples.append(pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0)
+        full.append(pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0)
+        asleep = time.perf_counter()
         await asyncio.sleep(POOL_SAMPLE_SECONDS)
+        row.loop_lag.append(time.perf_counter() - asleep - POOL_SAMPLE_SECONDS)
+    row.pool_full = sum(full) / max(1, len(full))
 
 
-async def _rate_round(label: str, settings: Settings, n: int) -> RateRow:
+async def _watch_locks(dsn: str, stop: asyncio.Event, row: RateRow) -> None:
+    # A connection of its own, so watching takes nothing from the gateway's pool. Ratings
+    # that wait here are queued behind another transaction's row lock, not behind the pool.
+    conn = await connect(dsn)
+    try:
+        while not stop.is_set():
+            waiting = await conn.fetch(
+                "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            )
+            row.lock_waiters.append(len(waiting))
+            row.waiting_on.update(" ".join(r["query"].split())[:60] for r in waiting)
+            await asyncio.sleep(LOCK_SAMPLE_SECONDS)
+    finally:
+        await conn.close()
+
+
+def _time_ml_updates(state: GatewayState, into: list[float]) -> None:
+    """Record how long each ML update takes from the gateway's side (headers back)."""
+
+    async def sent(request: httpx.Request) -> None:
+        request.extensions["bench_sent"] = time.perf_counter()
+
+    async def answered(response: httpx.Response) -> None:
+        if response.request.url.path.endswith("/ml/update_model"):
+            into.append(time.perf_counter() - response.request.extensions["bench_sent"])
+
+    state.upstreams.ml.event_hooks["request"].append(sent)
+    state.upstreams.ml.event_hooks["response"].append(answered)
+
+
+async def _rate_round(
+    label: str, settings: Settings, n: int, solo: int, settle: Callable[[], Awaitable[None]]
+) -> RateRow:
+    """Prepare ``n + solo`` experiments; rate ``solo`` one at a time, then ``n`` concurrently.
+
+    ``settle`` waits for the ML service's background work (the fits that suggestions and
+    updates schedule) so that one phase's leftovers do not slow the next one down.
+    """
     row = RateRow(label, n, settings.database_pool_max)
     async with _gateway(settings) as (client, state):
         pending = []
-        for i in range(n):
+        for i in range(n + solo):
             response = await client.post(
                 "/api/enhance/train", files={"image": ("room.jpg", interior(), "image/jpeg")}
             )
             assert response.status_code == 201, response.text
             pending.append(response.json())
-            if (i + 1) % 50 == 0 or i + 1 == n:
-                _say(f"    prepared {i + 1}/{n} experiments")
+            if (i + 1) % 50 == 0 or i + 1 == n + solo:
+                _say(f"    prepared {i + 1}/{n + solo} experiments")
+
+        async def rate(times: list[float]) -> None:
+            body = pending.pop()
+            ratings = [
+                {"option": o["option"], "rating": 1 + (len(pending) + j) % 5}
+                for j, o in enumerate(body["options"])
+            ]
+            started = time.perf_counter()
+            response = await client.post(
+                "/api/train/rate", json={"experiment_id": body["experiment_id"], "ratings": ratings}
+            )
+            times.append(time.perf_counter() - started)
+            row.statuses[response.status_code] += 1
+            if response.status_code == 200:
+                row.delivered += bool(response.json()["ml_updated"])
+            elif row.first_error is None:
+                row.first_error = f"{response.status_code} {response.text[:300]}"
+
+        await settle()
+        for _ in range(solo):
+            await rate(row.solo)
+        await settle()
+        # only the concurrent phase's updates: what delivery costs under load
+        _time_ml_updates(state, row.ml_updates)
 
         async def rater() -> None:
-            # each experiment is taken by exactly one client: the loop has no await between
-            # the emptiness check and the pop
+            # each experiment is taken by exactly one client: nothing is awaited between the
+            # emptiness check and the pop
             while pending:
-                body = pending.pop()
-                ratings = [
-                    {"option": o["option"], "rating": 1 + (len(pending) + j) % 5}
-                    for j, o in enumerate(body["options"])
-                ]
-                started = time.perf_counter()
-                response = await client.post(
-                    "/api/train/rate",
-                    json={"experiment_id": body["experiment_id"], "ratings": ratings},
-                )
-                row.times.append(time.perf_counter() - started)
-                row.statuses[response.status_code] += 1
-                if response.status_code == 200:
-                    row.delivered += bool(response.json()["ml_updated"])
-                elif row.first_error is None:
-                    row.first_error = f"{response.status_code} {response.text[:300]}"
+                await rate(row.times)
 
         stop = asyncio.Event()
-        samples: list[bool] = []
-        watcher = asyncio.create_task(_watch_pool(state, stop, samples))
-        started = time.perf_counter()
+        watchers = [
+            asyncio.create_task(_watch(state, stop, row)),
+            asyncio.create_task(_watch_locks(str(settings.database_url), stop, row)),
+        ]
+        started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(rater() for _ in range(CLIENTS)))
-        row.per_second = n / (time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        row.per_second = n / wall
+        row.cpu = (time.process_time() - cpu_started) / wall
         stop.set()
-        await watcher
-        row.pool_full = sum(samples) / max(1, len(samples))
+        await asyncio.gather(*watchers)
     return row
 
 
 def _row_line(row: RateRow) -> str:
     ok = row.statuses.get(200, 0)
-    errors = row.n - ok
+    errors = row.n + len(row.solo) - ok
+    ml = f"{_ms(statistics.median(row.ml_updates))}" if row.ml_updates else "        -  "
     return (
-        f"  {row.label:<26} p50 {_ms(statistics.median(row.times))}   "
-        f"p95 {_ms(_p95(row.times))}   {row.per_second:6.1f} req/s   "
-        f"ml_updated {row.delivered}/{ok}   pool full {row.pool_full:4.0%}"
+        f"  {row.label:<18} {_ms(statistics.median(row.solo))}  "
+        f"{_ms(statistics.median(row.times))}  {_ms(_p95(row.times))}  "
+        f"{row.per_second:6.1f}  {ml}  {row.delivered:>3}/{ok:<3}  {row.pool_full:4.0%}  "
+        f"{_ms(_p95(row.loop_lag))}  {statistics.fmean(row.lock_waiters):9.1f}  {row.cpu:4.0%}"
         + (f"   ERRORS {errors}" if errors else "")
     )
+
+
+RATE_HEADER = (
+    f"  {'':<18} {'1 client':>10}  {'p50':>10}  {'p95':>10}  {'req/s':>6}  {'ML update':>10}"
+    f"  ml_updated  pool full  {'loop lag p95':>10}  lock wait  CPU"
+)
 
 
 async def main(quick: bool = False) -> None:
@@ -276,7 +351,7 @@ async def main(quick: bool = False) -> None:
             log_level="WARNING",
             log_format="text",
         )
-        n_train, n_rate = (10, 60) if quick else (30, 200)
+        n_train, n_rate, n_solo = (10, 60, 10) if quick else (30, 200, 20)
         _say("training-loop benchmark" + (" (quick)" if quick else ""))
         ml_app = create_ml(base)
         # uvicorn serves it with lifespan off, so its resources are closed here
@@ -284,7 +359,9 @@ async def main(quick: bool = False) -> None:
             async with serve(ml_app) as ml_url:
                 up = base.model_copy(update={"ml_service_url": ml_url})
                 _say(f"train ({n_train} uploads, both providers holding {RENDER_DELAY}s)")
-                lines = await _train_bench(up, home, n_train)
+                lines = await _train_bench(
+                    up.model_copy(update={"ml_study": "bench-train"}), home, n_train
+                )
                 # A closed loopback port refuses at once: this is the cheap way for the ML
                 # service to be down. A host that drops packets would cost up to the timeout.
                 down = base.model_copy(
@@ -294,48 +371,61 @@ async def main(quick: bool = False) -> None:
                         "ml_service_timeout": 0.5,
                     }
                 )
+                # Each round has a study of its own: the ML service's work per update grows with
+                # the study's observations, and rows must not inherit each other's.
                 rounds = [
-                    (f"ML up, pool {DEFAULT_POOL_MAX}", up),
+                    (
+                        f"ML up, pool {DEFAULT_POOL_MAX}",
+                        up.model_copy(update={"ml_study": "bench-up"}),
+                    ),
                     (f"ML down, pool {DEFAULT_POOL_MAX}", down),
-                    # the same as the first row with a connection per client: whether the
-                    # default pool is what limits rating
+                    # the first row again with a connection per client: whether the default
+                    # pool is what limits rating
                     (
                         f"ML up, pool {CLIENTS}",
-                        up.model_copy(update={"database_pool_max": CLIENTS}),
+                        up.model_copy(
+                            update={"ml_study": "bench-up-wide", "database_pool_max": CLIENTS}
+                        ),
                     ),
                 ]
                 rows: list[RateRow] = []
+                settle = ml_app.state.resources.work.drain
+                await settle()
                 for label, settings in rounds:
                     _say(f"rate ({label}): {n_rate} experiments, {CLIENTS} clients")
                     quiet = settings is down
                     # every rating logs a warning when the ML service is down, by design
                     logging.getLogger("latina").setLevel(logging.ERROR if quiet else logging.NOTSET)
                     try:
-                        row = await _rate_round(label, settings, n_rate)
+                        row = await _rate_round(label, settings, n_rate, n_solo, settle)
                     finally:
                         logging.getLogger("latina").setLevel(logging.NOTSET)
                     rows.append(row)
+                    _say(RATE_HEADER)
                     _say(_row_line(row))
+                    if row.waiting_on:
+                        statement, _ = row.waiting_on.most_common(1)[0]
+                        _say(f"    waiting for a lock, mostly: {statement}")
                     if row.first_error:
                         _say(f"    first error: {row.first_error}")
         finally:
             await ml_app.state.resources.close()
-        lines.append(
-            f"rate: {CLIENTS} concurrent clients, {n_rate} distinct experiments per row, "
-            "embedded PostgreSQL"
-        )
-        lines += [_row_line(row) for row in rows]
+        lines += [
+            f"rate: {CLIENTS} concurrent clients rating {n_rate} distinct experiments per row "
+            f"(1 client: {n_solo} ratings one at a time first), embedded PostgreSQL; "
+            "ML update = gateway-side round trip",
+            RATE_HEADER,
+            *(_row_line(row) for row in rows),
+        ]
         up_row, down_row, wide_row = rows
-        lines.append(
-            "  ML up / ML down           "
-            f"p50 {statistics.median(up_row.times) / statistics.median(down_row.times):.2f}x   "
+        lines += [
+            f"  ML up / ML down      p50 "
+            f"{statistics.median(up_row.times) / statistics.median(down_row.times):.2f}x   "
             f"throughput {up_row.per_second / down_row.per_second:.2f}x"
-            "   (what delivering at once costs)"
-        )
-        lines.append(
-            f"  pool {CLIENTS} / pool {DEFAULT_POOL_MAX} (ML up)      "
-            f"throughput {wide_row.per_second / up_row.per_second:.2f}x"
-        )
+            "   (what delivering at once costs)",
+            f"  pool {CLIENTS} / pool {DEFAULT_POOL_MAX} (ML up)  throughput "
+            f"{wide_row.per_second / up_row.per_second:.2f}x",
+        ]
         _say("")
         for line in lines:
             _say(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,21 @@ async def test_readyz_is_503_when_database_goes_away(
             assert (await client.get("/readyz")).status_code == 200
             admin = await asyncpg.connect(pg_admin_dsn)
             try:
-                await admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = $1 AND pid <> pg_backend_pid()",
-                    pg.database_name(database_url),
-                )
-                await admin.execute(
-                    f'ALTER DATABASE "{pg.database_name(database_url)}" ALLOW_CONNECTIONS false'
-                )
+                name = pg.database_name(database_url)
+                # no new connections first, then end the open ones and wait until they are gone
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                for _ in range(100):
+                    await admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        name,
+                    )
+                    left = await admin.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name
+                    )
+                    if left == 0:
+                        break
+                    await asyncio.sleep(0.05)
             finally:
                 await admin.close()
             assert_error_shape(await client.get("/readyz"), 503, "not_ready")
