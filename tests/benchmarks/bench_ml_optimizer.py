@@ -31,6 +31,7 @@ from typing import Any
 from unittest import mock
 
 import asyncpg
+import gpytorch
 import httpx
 import numpy as np
 from asgi_lifespan import LifespanManager
@@ -259,6 +260,17 @@ class Latency:
     cold_miss: list[float] = field(default_factory=list)
     warm_miss: list[float] = field(default_factory=list)
     update: list[float] = field(default_factory=list)
+    lazy_kernels: bool = True
+
+
+def _lazy_kernels() -> bool:
+    """gpytorch's process-wide lazy-kernel flag; its default is on.
+
+    gpytorch flips it inside context managers that are not thread-safe, so GP work running in
+    two threads at once can leave it off for good, and with it off the acquisition at n > 800
+    is an order of magnitude slower. Reported so that a slow row can be told apart.
+    """
+    return bool(gpytorch.settings.lazily_evaluate_kernels.on())
 
 
 def _no_precompute(*_args: object, **_kwargs: object) -> None:
@@ -346,7 +358,7 @@ async def _latency_at(
     started = time.perf_counter()
     await _seed_study(client, resources, study, n, rng)
     _say(f"  n={n}: seeded {n} observations per API ({time.perf_counter() - started:.1f} s)")
-    result = Latency(n)
+    result = Latency(n, lazy_kernels=_lazy_kernels())
 
     # HIT: after a drain the precompute has left one suggestion per API on the shelf; the call
     # claims it. Its own follow-up precompute runs in the drain before the next call, untimed.
@@ -355,8 +367,8 @@ async def _latency_at(
         await resources.work.drain()
         await _expire_pending(pool, study, ttl)
         ready = await _ready_ids(pool, study)
-        seconds, suggestions = await _timed_suggest(client, study)
-        if not all(s["suggestion_id"] in ready for s in suggestions):
+        seconds, claimed = await _timed_suggest(client, study)
+        if not all(s["suggestion_id"] in ready for s in claimed):
             raise RuntimeError(f"n={n}: expected precomputed suggestions, got a miss")
         result.hit.append(seconds)
     await resources.work.drain()
@@ -403,6 +415,7 @@ async def _latency_at(
             seconds, last = await _timed_suggest(client, study)
             result.warm_miss.append(seconds)
     result.n_end = n + len(result.update)
+    result.lazy_kernels &= _lazy_kernels()
     await _delete(client, study)
     _say(
         f"  n={n}: hit {_ms(result.hit)}  cold miss {_ms(result.cold_miss)}"
@@ -438,6 +451,11 @@ def _latency_report(results: list[Latency]) -> list[str]:
         "  fitted state (fresh process). update: one observation per API. n grows by one",
         "  per API with each update, to (end).",
     ]
+    off = [str(r.n) for r in results if not r.lazy_kernels]
+    lines.append(
+        "  gpytorch lazily_evaluate_kernels: "
+        + (f"OFF during n = {', '.join(off)} (left off by concurrent GP threads)" if off else "on")
+    )
     return lines
 
 
