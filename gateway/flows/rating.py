@@ -95,54 +95,55 @@ async def record_ratings(
     """Store the ratings, the ML update and any evolution trigger in one transaction; then try
     to deliver the update at once. Identical resubmissions get the first answer again."""
     given = _check_shape(request)
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            experiment = await repo.lock_experiment(conn, request.experiment_id)
-            if experiment is None:
-                raise NotFound(
-                    f"no experiment {request.experiment_id!r}", code="experiment_not_found"
+    async with pool.acquire() as conn, conn.transaction():
+        experiment = await repo.lock_experiment(conn, request.experiment_id)
+        if experiment is None:
+            raise NotFound(f"no experiment {request.experiment_id!r}", code="experiment_not_found")
+        options = await repo.options_of(conn, experiment.id)
+        _check_against(given, options)
+        if experiment.sample_number is not None:
+            stored = await repo.ratings_of(conn, experiment.id)
+            if {k: (v[0], v[1]) for k, v in given.items()} != stored:
+                raise Conflict(
+                    "this experiment was already rated with other values",
+                    code="already_rated",
+                    details={"sample_number": experiment.sample_number},
                 )
-            options = await repo.options_of(conn, experiment.id)
-            _check_against(given, options)
-            if experiment.sample_number is not None:
-                stored = await repo.ratings_of(conn, experiment.id)
-                if {k: (v[0], v[1]) for k, v in given.items()} != stored:
-                    raise Conflict(
-                        "this experiment was already rated with other values",
-                        code="already_rated",
-                        details={"sample_number": experiment.sample_number},
-                    )
-                if experiment.rate_response is not None:
-                    return experiment.rate_response
-                return await _response(conn, experiment.sample_number, False, policy)
-            sample = await repo.next_sample_number(conn)
-            for option in options:
-                rating, comments, _ = given[option.option]
-                await repo.insert_rating(conn, experiment.id, option, rating, comments, user.id)
-            await repo.mark_rated(conn, experiment.id, sample, user.id)
-            await repo.refresh_prompt_score(conn, experiment.prompt_version_id)
-            if sample % EVOLUTION_EVERY == 0:
-                await repo.open_evolution_round(conn, sample, experiment.id)
-            observations = [
-                ObservationIn(
-                    observation_id=f"{experiment.id}:{o.option}",
-                    suggestion_id=o.suggestion_id,
-                    api=o.api,
-                    parameters=o.parameters,
-                    rating=given[o.option][0],
-                    prompt_version=experiment.prompt_version,
-                )
-                for o in options
-            ]
-            job_id = await jobs.enqueue_ml_update(
-                conn, experiment.id, observations, delay_seconds=policy.retry_delay
+            if experiment.rate_response is not None:
+                return experiment.rate_response
+            return await _response(conn, experiment.sample_number, False, policy)
+        for option in options:
+            rating, comments, _ = given[option.option]
+            await repo.insert_rating(conn, experiment.id, option, rating, comments, user.id)
+        await repo.refresh_prompt_score(conn, experiment.prompt_version_id)
+        observations = [
+            ObservationIn(
+                observation_id=f"{experiment.id}:{o.option}",
+                suggestion_id=o.suggestion_id,
+                api=o.api,
+                parameters=o.parameters,
+                rating=given[o.option][0],
+                prompt_version=experiment.prompt_version,
             )
-        delivered = await _deliver(ml, observations, policy.delivery_timeout)
-        async with conn.transaction():
-            if delivered:
-                await jobs.forget_job(conn, job_id)
-            body = await _response(conn, sample, delivered, policy)
-            await repo.store_rate_response(conn, experiment.id, body)
+            for o in options
+        ]
+        job_id = await jobs.enqueue_ml_update(
+            conn, experiment.id, observations, delay_seconds=policy.retry_delay
+        )
+        # Numbering last: the counter row stays locked only for the rest of this
+        # transaction, so concurrent ratings queue on it as briefly as possible.
+        sample = await repo.next_sample_number(conn)
+        await repo.mark_rated(conn, experiment.id, sample, user.id)
+        if sample % EVOLUTION_EVERY == 0:
+            await repo.open_evolution_round(conn, sample, experiment.id)
+    # No connection is held while the ML service is asked: a hanging ML service must not
+    # use up the pool for every other endpoint.
+    delivered = await _deliver(ml, observations, policy.delivery_timeout)
+    async with pool.acquire() as conn, conn.transaction():
+        if delivered:
+            await jobs.forget_job(conn, job_id)
+        body = await _response(conn, sample, delivered, policy)
+        await repo.store_rate_response(conn, experiment.id, body)
     return body
 
 

@@ -190,7 +190,6 @@ async def _train_bench(base: Settings, home: Path, n: int) -> list[str]:
 class RateRow:
     label: str
     n: int
-    pool_max: int
     times: list[float] = field(default_factory=list)
     solo: list[float] = field(default_factory=list)  # one client, one rating at a time
     ml_updates: list[float] = field(default_factory=list)  # gateway -> ML update round trips
@@ -257,7 +256,7 @@ async def _rate_round(
     ``settle`` waits for the ML service's background work (the fits that suggestions and
     updates schedule) so that one phase's leftovers do not slow the next one down.
     """
-    row = RateRow(label, n, settings.database_pool_max)
+    row = RateRow(label, n)
     async with _gateway(settings) as (client, state):
         pending = []
         for i in range(n + solo):
