@@ -115,7 +115,7 @@ async def suggest_parameters(
         check_api(work.optimizer.space, api)
     if len(set(apis)) != len(apis):
         raise InvalidInput("each api may be asked for once", code="duplicate_api")
-    # The APIs' GPs are independent: compute them side by side (each in its own thread).
+    # Database work for the APIs overlaps; their GP work is serialised by the optimizer.
     answers = await asyncio.gather(*(suggest_one(pool, work, study, api) for api in apis))
     suggestions = [suggestion.model_dump() for suggestion, _ in answers]
     for api in apis:

@@ -4,8 +4,8 @@ Sample efficiency: a simulated trainer (``simulated_rater``) drives suggest -> r
 50 samples per seed; the figure is the simple regret of ``GET /ml/best``'s recommendation (true
 optimum minus its true value), set beside uniform random search on the same objective and seeds.
 
-Latency: suggest (precomputed hit, and the compute path on a miss), update and best-of-process
-cold start, as p50/p95 on this machine for studies of 10 to 1,000 observations per API.
+Latency: suggest (precomputed hit, and the compute path on a miss), update, and a fresh
+process's cold start, as p50/p95 on this machine for studies of 10 to 1,000 observations per API.
 
 Everything runs in this process (``httpx.ASGITransport``) on an embedded PostgreSQL, except the
 cold start, which spawns uvicorn.
