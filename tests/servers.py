@@ -6,9 +6,12 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from shared.settings import Settings
 
 
 def free_port() -> int:
@@ -36,3 +39,21 @@ async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def gateway_client(settings: Settings, token: str | None = None) -> AsyncIterator[Any]:
+    """The real gateway built from ``settings`` (lifespan and all), over ASGI, as ``token``."""
+    from asgi_lifespan import LifespanManager
+    from httpx import ASGITransport, AsyncClient
+
+    from gateway.app import create_app
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = ASGITransport(app=manager.app)
+        async with AsyncClient(
+            transport=transport, base_url="http://gw", timeout=60, headers=headers
+        ) as client:
+            yield client

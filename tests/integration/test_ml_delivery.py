@@ -6,17 +6,15 @@ from typing import Any
 
 import asyncpg
 import httpx
-from asgi_lifespan import LifespanManager
 
 from gateway import jobs
 from gateway.adapters.ml_client import HttpMLClient
-from gateway.app import create_app
 from ml_service.app import create_app as create_ml
 from shared.db.pool import connect
 from shared.settings import Settings
 from tests.conftest import ML_TOKEN
 from tests.images import interior
-from tests.servers import free_port, serve
+from tests.servers import free_port, gateway_client, serve
 
 
 async def test_ratings_while_ml_is_down_are_delivered_once_it_is_back(
@@ -24,33 +22,27 @@ async def test_ratings_while_ml_is_down_are_delivered_once_it_is_back(
 ) -> None:
     port = free_port()
     ml_url = f"http://127.0.0.1:{port}"
-    app = create_app(settings.model_copy(update={"ml_service_url": ml_url}))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://gw",
-            timeout=60,
-            headers={"Authorization": f"Bearer {trainer_token}"},
-        ) as client:
-            for _ in range(3):
-                train = await client.post(
-                    "/api/enhance/train", files={"image": ("r.jpg", interior(), "image/jpeg")}
-                )
-                assert train.status_code == 201, train.text
-                body = train.json()
-                assert {o["strategy"] for o in body["options"]} == {"fallback"}
-                rate = await client.post(
-                    "/api/train/rate",
-                    json={
-                        "experiment_id": body["experiment_id"],
-                        "ratings": [{"option": o["option"], "rating": 4} for o in body["options"]],
-                    },
-                )
-                assert rate.status_code == 200, rate.text
-                assert rate.json()["ml_updated"] is False
-            status = (await client.get("/api/train/status")).json()
-            assert status["ml_service"] == {"reachable": False, "pending_updates": 3}
+    async with gateway_client(
+        settings.model_copy(update={"ml_service_url": ml_url}), trainer_token
+    ) as client:
+        for _ in range(3):
+            train = await client.post(
+                "/api/enhance/train", files={"image": ("r.jpg", interior(), "image/jpeg")}
+            )
+            assert train.status_code == 201, train.text
+            body = train.json()
+            assert {o["strategy"] for o in body["options"]} == {"fallback"}
+            rate = await client.post(
+                "/api/train/rate",
+                json={
+                    "experiment_id": body["experiment_id"],
+                    "ratings": [{"option": o["option"], "rating": 4} for o in body["options"]],
+                },
+            )
+            assert rate.status_code == 200, rate.text
+            assert rate.json()["ml_updated"] is False
+        status = (await client.get("/api/train/status")).json()
+        assert status["ml_service"] == {"reachable": False, "pending_updates": 3}
 
     ml_app = create_ml(settings)
     async with (

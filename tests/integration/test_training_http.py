@@ -17,7 +17,7 @@ from gateway.app import create_app
 from ml_service.app import create_app as create_ml
 from shared.settings import Settings
 from tests.images import interior
-from tests.servers import free_port, serve
+from tests.servers import free_port, gateway_client, serve
 
 
 async def count(pool: asyncpg.Pool[Any], table: str) -> int:
@@ -288,24 +288,16 @@ async def test_provider_a_down_still_returns_b_which_can_be_rated(
             "leonardo_base_url": f"http://127.0.0.1:{free_port()}/v1",
         }
     )
-    app = create_app(down)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://gw",
-            timeout=60,
-            headers={"Authorization": f"Bearer {trainer_token}"},
-        ) as c:
-            response = await upload(c)
-            assert response.status_code == 201, response.text
-            body = response.json()
-            a, b = body["options"]
-            assert a["provider"] == "leonardo" and "error" in a and "url" not in a
-            assert a["error"]["code"] == "upstream_unavailable"
-            assert b["provider"] == "local" and "url" in b
-            rated = await c.post("/api/train/rate", json=ratings_for(body))
-            assert rated.status_code == 200, rated.text
+    async with gateway_client(down, trainer_token) as c:
+        response = await upload(c)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        a, b = body["options"]
+        assert a["provider"] == "leonardo" and "error" in a and "url" not in a
+        assert a["error"]["code"] == "upstream_unavailable"
+        assert b["provider"] == "local" and "url" in b
+        rated = await c.post("/api/train/rate", json=ratings_for(body))
+        assert rated.status_code == 200, rated.text
     async with db_pool.acquire() as conn:
         options = await conn.fetch("SELECT option, rating FROM parameter_experiments")
     assert [(r["option"], r["rating"]) for r in options] == [("B", 5)]
@@ -322,16 +314,8 @@ async def test_both_providers_down_is_502_and_leaves_nothing(
             "replicate_base_url": f"http://127.0.0.1:{free_port()}",
         }
     )
-    app = create_app(down)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://gw",
-            timeout=60,
-            headers={"Authorization": f"Bearer {trainer_token}"},
-        ) as c:
-            response = await upload(c)
+    async with gateway_client(down, trainer_token) as c:
+        response = await upload(c)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "all_providers_failed"
     for table in ("images", "experiments", "parameter_experiments"):

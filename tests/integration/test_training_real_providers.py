@@ -8,15 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from gateway.app import create_app
 from shared.settings import Settings
 from tests.fakes.leonardo import API_KEY, PREFIX, FakeLeonardo
 from tests.fakes.replicate import API_TOKEN, FakeReplicate
 from tests.images import interior
 from tests.s3_server import S3Server
-from tests.servers import serve
+from tests.servers import gateway_client, serve
 
 
 @dataclass
@@ -33,29 +31,20 @@ async def stack(
     leonardo = FakeLeonardo(s3_server, polls_before_complete=1)
     replicate = FakeReplicate(output_as="data_uri", polls_before_success=1, processing_seconds=5.0)
     async with serve(leonardo.app) as leo_url, serve(replicate.app) as rep_url:
-        app = create_app(
-            settings.model_copy(
-                update={
-                    "leonardo_api_key": API_KEY,
-                    "leonardo_base_url": leo_url + PREFIX,
-                    "leonardo_poll_interval": 0.05,
-                    "replicate_api_token": API_TOKEN,
-                    "replicate_base_url": rep_url,
-                    "replicate_poll_interval": 0.05,
-                    "replicate_wait_seconds": 1,
-                    "replicate_controlnet_input": "controlnet_conditioning_scale",
-                }
-            )
+        configured = settings.model_copy(
+            update={
+                "leonardo_api_key": API_KEY,
+                "leonardo_base_url": leo_url + PREFIX,
+                "leonardo_poll_interval": 0.05,
+                "replicate_api_token": API_TOKEN,
+                "replicate_base_url": rep_url,
+                "replicate_poll_interval": 0.05,
+                "replicate_wait_seconds": 1,
+                "replicate_controlnet_input": "controlnet_conditioning_scale",
+            }
         )
-        async with LifespanManager(app) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(
-                transport=transport,
-                base_url="http://gw",
-                timeout=60,
-                headers={"Authorization": f"Bearer {trainer_token}"},
-            ) as client:
-                yield Stack(client, leonardo, replicate)
+        async with gateway_client(configured, trainer_token) as client:
+            yield Stack(client, leonardo, replicate)
 
 
 async def train(client: httpx.AsyncClient) -> httpx.Response:
