@@ -25,9 +25,8 @@ from gateway.providers.selection import build_providers
 from gateway.repositories import prompts
 from gateway.routes import ROUTES
 from gateway.state import GatewayState, Upstreams
-from shared.db.embedded import resolve_database_url
-from shared.db.migrations import apply_migrations
 from shared.db.pool import connect, create_pool
+from shared.db.setup import database_dsn
 from shared.observability import (
     HttpMetrics,
     RequestContextMiddleware,
@@ -81,20 +80,6 @@ def _upstreams(settings: Settings) -> Upstreams:
     )
 
 
-async def prepare_database(settings: Settings) -> str:
-    """The DSN to use; in local mode (or with MIGRATE_ON_START) the schema is brought up to date."""
-    dsn = await asyncio.to_thread(resolve_database_url, settings.database_url, settings.data_dir)
-    if settings.should_migrate_on_start:
-        conn = await connect(dsn)
-        try:
-            report = await apply_migrations(conn)
-        finally:
-            await conn.close()
-        if report.applied:
-            log.info("applied migrations", extra={"migrations": report.applied})
-    return dsn
-
-
 async def _seed_prompts(pool: asyncpg.Pool[Any]) -> None:
     async with pool.acquire() as conn, conn.transaction():
         imported = await prompts.import_seed_versions(conn)
@@ -130,7 +115,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, GatewayState]]:
-        dsn = await prepare_database(settings)
+        dsn = await database_dsn(settings)
         async with AsyncExitStack() as stack:
             pool = await create_pool(
                 dsn,

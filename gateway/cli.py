@@ -16,6 +16,7 @@ from gateway.repositories.users import Role
 from shared.db.embedded import resolve_database_url
 from shared.db.migrations import apply_migrations
 from shared.db.pool import connect, create_pool
+from shared.db.setup import database_dsn
 from shared.settings import Settings, get_settings
 
 app = typer.Typer(help="Latina operations: database, users, local stack.", no_args_is_help=True)
@@ -56,9 +57,7 @@ def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
 
 
 async def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    dsn = await asyncio.to_thread(resolve_database_url, settings.database_url, settings.data_dir)
-    if settings.should_migrate_on_start:
-        await _migrate(dsn, quiet=True)
+    dsn = await database_dsn(settings)
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
         return await work(pool)
@@ -66,7 +65,7 @@ async def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[T]]) ->
         await pool.close()
 
 
-async def _migrate(dsn: str, *, quiet: bool = False) -> None:
+async def _migrate(dsn: str) -> None:
     conn = await connect(dsn)
     try:
         report = await apply_migrations(conn)
@@ -76,8 +75,6 @@ async def _migrate(dsn: str, *, quiet: bool = False) -> None:
         typer.secho(
             f"warning: {name} changed after it was applied (not re-applied)", fg="yellow", err=True
         )
-    if quiet:
-        return
     for name in report.applied:
         typer.echo(f"applied {name}")
     typer.echo(f"{len(report.applied)} applied, {report.already_applied} already applied")

@@ -16,9 +16,8 @@ import torch
 from ml_service.bayes import BayesianOptimizer
 from ml_service.flows import SuggestionWork
 from ml_service.optimizer import AcquisitionConfig
-from shared.db.embedded import resolve_database_url
-from shared.db.migrations import apply_migrations
-from shared.db.pool import connect, create_pool
+from shared.db.pool import create_pool
+from shared.db.setup import database_dsn
 from shared.search_space import SearchSpace, load_search_space
 from shared.settings import Settings
 
@@ -45,13 +44,7 @@ class Resources:
         async with self._lock:
             if self._pool is None:
                 s = self.settings
-                dsn = await asyncio.to_thread(resolve_database_url, s.database_url, s.data_dir)
-                if s.should_migrate_on_start:
-                    conn = await connect(dsn)
-                    try:
-                        await apply_migrations(conn)
-                    finally:
-                        await conn.close()
+                dsn = await database_dsn(s)
                 self._pool = await create_pool(
                     dsn,
                     min_size=min(1, s.database_pool_min),
