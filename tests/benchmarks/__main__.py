@@ -17,13 +17,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="smoke-test sizes (ML: 3 seeds, studies of 10/50; training: 10 uploads, 60 ratings)",
     )
     parser.add_argument(
-        "--only", choices=["ml", "gateway", "train"], help="run one benchmark instead of all"
+        "--only",
+        choices=["ml", "ml-efficiency", "gateway", "train"],
+        help="run one benchmark (ml-efficiency: only the optimizer's sample efficiency)",
     )
     args = parser.parse_args(argv)
     if args.only in (None, "gateway"):
         asyncio.run(bench_gateway_auth.main())
-    if args.only in (None, "ml"):
-        asyncio.run(bench_ml_optimizer.main(quick=args.quick))
+    if args.only in (None, "ml", "ml-efficiency"):
+        asyncio.run(
+            bench_ml_optimizer.main(quick=args.quick, efficiency_only=args.only == "ml-efficiency")
+        )
     if args.only in (None, "train"):
         asyncio.run(bench_training.main(quick=args.quick))
 
