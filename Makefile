@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit lint migrate bench clean
+.PHONY: install run test test-unit lint migrate bench demo clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ lint: $(STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/latina migrate
+
+## A simulated trainer rates 50 samples on a fresh local stack: learning curve, prompt
+## lineage, A/B decisions, and demo-output/rating-curve.png.
+demo: $(STAMP)
+	$(BIN)/python -m tests.demo
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks

@@ -20,6 +20,7 @@ from gateway import jobs
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.auth import TokenBackend, on_auth_error
 from gateway.errors import STATUS_TABLE
+from gateway.evolution import rounds
 from gateway.providers.base import ImageProvider
 from gateway.providers.selection import build_providers
 from gateway.repositories import prompts
@@ -87,10 +88,12 @@ async def _seed_prompts(pool: asyncpg.Pool[Any]) -> None:
         log.info("imported prompt versions", extra={"versions": imported})
 
 
-async def _worker(dsn: str, ml: HttpMLClient, stack: AsyncExitStack) -> None:
+async def _worker(
+    dsn: str, ml: HttpMLClient, evolution: rounds.EvolutionDeps, stack: AsyncExitStack
+) -> None:
     """The job worker inside this process (local mode), stopped with the app."""
     conn = await connect(dsn)
-    manager = jobs.build_worker(conn, ml)
+    manager = jobs.build_worker(conn, ml, evolution)
     task = asyncio.create_task(manager.run(dequeue_timeout=timedelta(seconds=5)))
 
     async def stop() -> None:
@@ -136,9 +139,12 @@ def create_app(
             ):
                 stack.push_async_callback(client.aclose)
             await _seed_prompts(pool)
+            evolution = rounds.build_deps(settings, pool, object_store)
+            async with pool.acquire() as conn:
+                await evolution.exporter.sync(conn)
             ml = HttpMLClient(upstreams.ml, study=settings.ml_study)
             if settings.gateway_worker:
-                await _worker(dsn, ml, stack)
+                await _worker(dsn, ml, evolution, stack)
             log.info(
                 "gateway ready",
                 extra={"env": settings.latina_env, "object_store": settings.object_store},
@@ -152,6 +158,7 @@ def create_app(
                     metrics=metrics,
                     providers=providers or build_providers(settings, upstreams),
                     search_space=load_search_space(settings.search_space_file),
+                    exporter=evolution.exporter,
                 )
             }
 

@@ -1,4 +1,4 @@
-"""The job queue on PostgreSQL (pgqueuer): ML-update delivery now, prompt evolution later.
+"""The job queue on PostgreSQL (pgqueuer): ML-update delivery and prompt evolution.
 
 A rating's ML update is enqueued in the rating's own transaction, so it is never lost; the
 gateway then tries to deliver it at once, and only when that fails does the worker pick it up
@@ -20,6 +20,7 @@ from pgqueuer.executors import EntrypointExecutorParameters
 from pgqueuer.types import QueueExecutionMode
 
 from gateway.adapters.ml_client import MLClient
+from gateway.evolution import rounds
 from shared.wire.ml import ObservationIn
 
 log = logging.getLogger("latina.jobs")
@@ -61,7 +62,11 @@ async def pending_jobs(conn: asyncpg.Connection[Any] | Any, entrypoint: str) -> 
 
 
 def build_worker(
-    conn: asyncpg.Connection[Any], ml: MLClient, *, max_delay_seconds: float = 300.0
+    conn: asyncpg.Connection[Any],
+    ml: MLClient,
+    evolution: rounds.EvolutionDeps | None = None,
+    *,
+    max_delay_seconds: float = 300.0,
 ) -> QueueManager:
     """A queue manager on its own connection, with the gateway's entrypoints registered."""
     manager = QueueManager(Queries(AsyncpgDriver(conn)))
@@ -84,14 +89,34 @@ def build_worker(
             "ml update delivered by the worker", extra={"job_id": job.id, "attempts": job.attempts}
         )
 
+    if evolution is not None:
+
+        def few_retries(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
+            # Evolvers fall back on their own; retries here cover the database going away.
+            return DatabaseRetryEntrypointExecutor(
+                parameters=params,
+                max_attempts=5,
+                initial_delay=timedelta(seconds=5),
+                max_delay=timedelta(seconds=max_delay_seconds),
+            )
+
+        @manager.entrypoint(rounds.EVOLUTION, executor_factory=few_retries)
+        async def evolve_prompt(job: Job) -> None:
+            assert job.payload is not None
+            await rounds.run_round(evolution, int(job.payload.decode()))
+
     return manager
 
 
 async def run_worker(
-    conn: asyncpg.Connection[Any], ml: MLClient, *, drain: bool = False
+    conn: asyncpg.Connection[Any],
+    ml: MLClient,
+    evolution: rounds.EvolutionDeps | None = None,
+    *,
+    drain: bool = False,
 ) -> QueueManager:
     """Process jobs until shut down (``manager.shutdown.set()``), or until none are ready."""
-    manager = build_worker(conn, ml)
+    manager = build_worker(conn, ml, evolution)
     mode = QueueExecutionMode.drain if drain else QueueExecutionMode.continuous
     await manager.run(dequeue_timeout=timedelta(seconds=5), mode=mode)
     return manager

@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 from starlette.requests import Request
 
+from gateway.evolution.export import PromptExporter
 from gateway.providers.base import ImageProvider
 from shared.observability import HttpMetrics
 from shared.search_space import SearchSpace
@@ -35,6 +36,7 @@ class GatewayState:
     metrics: HttpMetrics
     providers: dict[str, ImageProvider]
     search_space: SearchSpace
+    exporter: PromptExporter
 
 
 def gateway_state(request: Request) -> GatewayState:

@@ -81,11 +81,23 @@ class Settings(BaseSettings):
     replicate_poll_interval: float = Field(default=1.0, gt=0)
     replicate_controlnet_input: str | None = None
 
+    # --- prompt evolution and A/B tests
+    evolution_every: int = Field(default=10, ge=1)
+    evolution_window: int = Field(default=10, ge=1)
+    ab_test_samples: int = Field(default=5, ge=2)
+    ab_slot_ttl_seconds: float = Field(default=3600.0, gt=0)
+    prompt_export: Literal["local", "s3", "none"] = "local"
+    prompt_export_dir: Path | None = None
+    prompt_export_bucket: str | None = None
+    prompt_export_prefix: str = "prompts/"
+
     # --- LLM
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout: float = Field(default=60.0, gt=0)
+    openai_max_retries: int = Field(default=2, ge=0)
+    openai_attempts: int = Field(default=2, ge=1)
 
     # --- object storage
     object_store: Literal["local", "s3"] = "local"

@@ -62,6 +62,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         ml_delivery_retry_delay=0.0,
         gateway_worker=False,
         log_format="text",
+        prompt_export_dir=tmp_path / "prompt-library",
     )
 
 

@@ -11,6 +11,9 @@ import asyncpg
 from gateway import jobs
 from gateway.adapters.ml_client import MLClient
 from gateway.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from gateway.evolution import rounds
+from gateway.evolution.export import PromptExporter
+from gateway.repositories import ab_tests, evolution
 from gateway.repositories import experiments as repo
 from gateway.repositories.users import User
 from shared.wire.gateway import RateRequest
@@ -20,7 +23,6 @@ log = logging.getLogger("latina.rating")
 
 OPTIONS = ("A", "B")
 MAX_COMMENT = 2000
-EVOLUTION_EVERY = 10
 CURRENT_WINDOW = 10
 
 
@@ -29,6 +31,7 @@ class RatingPolicy:
     phase_1_target: int
     delivery_timeout: float
     retry_delay: float
+    evolution_every: int = 10
 
 
 def _check_shape(request: RateRequest) -> dict[str, tuple[int, str, int | None]]:
@@ -91,9 +94,11 @@ async def record_ratings(
     request: RateRequest,
     user: User,
     policy: RatingPolicy,
+    exporter: PromptExporter | None = None,
 ) -> dict[str, Any]:
-    """Store the ratings, the ML update and any evolution trigger in one transaction; then try
-    to deliver the update at once. Identical resubmissions get the first answer again."""
+    """Store the ratings, the ML update, any A/B decision and any evolution trigger in one
+    transaction; then try to deliver the update at once. Identical resubmissions get the first
+    answer again."""
     given = _check_shape(request)
     async with pool.acquire() as conn, conn.transaction():
         experiment = await repo.lock_experiment(conn, request.experiment_id)
@@ -134,16 +139,26 @@ async def record_ratings(
         # transaction, so concurrent ratings queue on it as briefly as possible.
         sample = await repo.next_sample_number(conn)
         await repo.mark_rated(conn, experiment.id, sample, user.id)
-        if sample % EVOLUTION_EVERY == 0:
-            await repo.open_evolution_round(conn, sample, experiment.id)
+        decided: int | None = None
+        test_id = await ab_tests.test_of(conn, experiment.id)
+        if test_id is not None and await ab_tests.decide_if_complete(conn, test_id):
+            decided = test_id
+        status = await rounds.on_sample(conn, sample, experiment.id, policy.evolution_every)
+        if decided is not None:
+            if status == "triggered":
+                await rounds.supersede_waiting(conn, sample)
+            else:
+                await rounds.release_waiting(conn)
     # No connection is held while the ML service is asked: a hanging ML service must not
     # use up the pool for every other endpoint.
     delivered = await _deliver(ml, observations, policy.delivery_timeout)
     async with pool.acquire() as conn, conn.transaction():
         if delivered:
             await jobs.forget_job(conn, job_id)
-        body = await _response(conn, sample, delivered, policy)
+        body = await _response(conn, sample, delivered, policy, decided)
         await repo.store_rate_response(conn, experiment.id, body)
+        if decided is not None and exporter is not None:
+            await exporter.after_change(conn, ab_test_id=decided)
     return body
 
 
@@ -157,10 +172,16 @@ async def _deliver(ml: MLClient, observations: list[ObservationIn], timeout: flo
 
 
 async def _response(
-    conn: Any, sample: int, ml_updated: bool, policy: RatingPolicy
+    conn: Any, sample: int, ml_updated: bool, policy: RatingPolicy, decided: int | None = None
 ) -> dict[str, Any]:
     means = await repo.api_means_over_last(conn, CURRENT_WINDOW)
-    triggered = sample % EVOLUTION_EVERY == 0
+    triggered = sample % policy.evolution_every == 0
+    round_status = await evolution.round_status(conn, sample) if triggered else None
+    ab_test: dict[str, Any] | None
+    if decided is not None:
+        ab_test = await ab_tests.view(conn, decided)
+    else:
+        ab_test = await ab_tests.running_view(conn)
     return {
         "success": True,
         "ml_updated": ml_updated,
@@ -170,8 +191,8 @@ async def _response(
         "phase_1_complete": sample >= policy.phase_1_target,
         "prompt_evolution": {
             "triggered": triggered,
-            "waiting_for_ab_test": False,
-            "new_version": None,
-            "ab_test": None,
+            "waiting_for_ab_test": round_status == rounds.WAITING,
+            "new_version": await evolution.version_created_between(conn, sample),
+            "ab_test": ab_test,
         },
     }

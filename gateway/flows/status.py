@@ -9,8 +9,9 @@ import asyncpg
 from gateway import jobs
 from gateway.adapters.ml_client import MLClient
 from gateway.errors import UpstreamError
+from gateway.evolution.rounds import WAITING
+from gateway.repositories import ab_tests, evolution, training
 from gateway.repositories import experiments as experiment_repo
-from gateway.repositories import training
 
 APIS = ("leonardo", "stable_diffusion")
 # "Current best rating": the higher of the two APIs' mean rating over their last 10 samples,
@@ -29,6 +30,8 @@ async def training_status(
         curve = await training.learning_curve(conn)
         prompt = await training.current_prompt(conn)
         pending = await jobs.pending_jobs(conn, jobs.ML_UPDATE)
+        ab_test = await ab_tests.running_view(conn)
+        last_round = await evolution.latest(conn)
     try:
         best: dict[str, Any] = await ml.best()
         reachable = True
@@ -63,10 +66,28 @@ async def training_status(
             if prompt
             else None
         ),
-        "ab_test": None,
+        "ab_test": ab_test,
+        "prompt_evolution": _evolution_view(last_round),
         "learning_curve": [
             {"sample": p.sample, "avg_rating": p.avg_rating, "best_so_far": p.best_so_far}
             for p in curve
         ],
         "ml_service": {"reachable": reachable, "pending_updates": pending},
+    }
+
+
+def _evolution_view(last: dict[str, Any] | None) -> dict[str, Any]:
+    """The latest evolution round: whether it waits for an A/B test, what it produced."""
+    if last is None:
+        return {"last_round": None, "waiting_for_ab_test": False}
+    return {
+        "waiting_for_ab_test": last["status"] == WAITING,
+        "last_round": {
+            "sample": last["sample_number"],
+            "status": last["status"],
+            "evolver": last["evolver"],
+            "new_version": last["new_version"],
+            "fallback_reason": last["fallback_reason"],
+            "error": last["error"],
+        },
     }

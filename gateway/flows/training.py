@@ -15,10 +15,10 @@ import asyncpg
 
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
 from gateway.errors import InvalidInput, LatinaError, UnsupportedMediaType, UpstreamError
-from gateway.images import decode_upload
+from gateway.images import ValidatedImage, decode_upload
 from gateway.providers.base import ImageProvider, RenderRequest, RenderResult
+from gateway.repositories import ab_tests, prompts
 from gateway.repositories import experiments as repo
-from gateway.repositories import prompts
 from gateway.repositories.users import User
 from shared.search_space import SearchSpace
 from shared.storage import ObjectStore, new_object_key
@@ -43,6 +43,7 @@ class TrainingDeps:
     max_bytes: int
     max_pixels: int
     url_ttl: int
+    ab_slot_ttl: float = 3600.0
 
 
 def new_experiment_id() -> str:
@@ -135,10 +136,40 @@ async def train(
         decode_upload, upload, max_bytes=deps.max_bytes, max_pixels=deps.max_pixels
     )
     check_declared_type(image.content_type, filename, declared_type)
-    async with deps.pool.acquire() as conn:
+    experiment_id = new_experiment_id()
+    prompt, claim = await _choose_prompt(deps, experiment_id)
+    try:
+        return await _train(deps, image, project, user, experiment_id, prompt, claim)
+    except BaseException:
+        if claim is not None:  # no experiment came of it: the A/B slot goes to the next upload
+            async with deps.pool.acquire() as conn:
+                await ab_tests.release_slot(conn, experiment_id)
+        raise
+
+
+async def _choose_prompt(
+    deps: TrainingDeps, experiment_id: str
+) -> tuple[prompts.PromptVersion, ab_tests.SlotClaim | None]:
+    """The current version, or the version an A/B test's next slot fixes for this upload."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        claim = await ab_tests.claim_slot(conn, experiment_id, deps.ab_slot_ttl)
+        if claim is not None:
+            return claim.version, claim
         prompt = await prompts.current(conn)
     if prompt is None:
         raise LatinaError("no current prompt version", code="no_prompt_version")
+    return prompt, None
+
+
+async def _train(
+    deps: TrainingDeps,
+    image: ValidatedImage,
+    project: str,
+    user: User,
+    experiment_id: str,
+    prompt: prompts.PromptVersion,
+    claim: ab_tests.SlotClaim | None,
+) -> dict[str, Any]:
     suggestions = await _suggestions(deps)
     seed = secrets.randbelow(2**31)
     requests = {
@@ -200,7 +231,6 @@ async def train(
                 suggestion_id=suggestions[api].suggestion_id,
                 strategy=suggestions[api].strategy,
             )
-        experiment_id = new_experiment_id()
         image_ids: dict[str, int] = {}
         async with deps.pool.acquire() as conn, conn.transaction():
             original_id = await repo.insert_image(
@@ -260,6 +290,9 @@ async def train(
         "project_id": project,
         "mode": "ab",
         "prompt_version": prompt.version,
+        "ab_test": (
+            {"id": claim.ab_test_id, "slot": claim.slot, "arm": claim.arm} if claim else None
+        ),
         "original": {
             "image_id": original_id,
             "url": await deps.store.url(deps.uploads_bucket, original_key, deps.url_ttl),

@@ -226,14 +226,6 @@ async def refresh_prompt_score(conn: Conn, prompt_version_id: int) -> None:
     )
 
 
-async def open_evolution_round(conn: Conn, sample_number: int, experiment_id: str) -> None:
-    await conn.execute(
-        "INSERT INTO evolution_rounds (sample_number, experiment_id) VALUES ($1, $2)",
-        sample_number,
-        experiment_id,
-    )
-
-
 async def api_means_over_last(conn: Conn, last: int) -> dict[str, float]:
     """Each API's mean rating over its own ``last`` rated samples."""
     rows = await conn.fetch(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from gateway.routes import accounts, objects, ops, training
+from gateway.routes import accounts, objects, ops, prompts, training
 
 ROUTES: list[BaseRoute] = [
     Route("/healthz", ops.healthz, methods=["GET"]),
@@ -17,4 +17,8 @@ ROUTES: list[BaseRoute] = [
     Route("/api/train/history", training.history, methods=["GET"]),
     Route("/api/train/rate", training.rate, methods=["POST"]),
     Route("/api/enhance/train", training.enhance_train, methods=["POST"]),
+    Route("/api/prompts", prompts.list_versions, methods=["GET"]),
+    Route("/api/prompts/{version}", prompts.show_version, methods=["GET"]),
+    Route("/api/prompts/{version}/promote", prompts.promote, methods=["POST"]),
+    Route("/api/ab_tests", prompts.list_ab_tests, methods=["GET"]),
 ]

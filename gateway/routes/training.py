@@ -60,6 +60,7 @@ async def enhance_train(request: Request) -> Response:
             max_bytes=limit,
             max_pixels=state.settings.upload_max_pixels,
             url_ttl=state.settings.object_url_ttl_seconds,
+            ab_slot_ttl=state.settings.ab_slot_ttl_seconds,
         ),
         data,
         project if isinstance(project, str) else None,
@@ -87,7 +88,9 @@ async def rate(request: Request) -> Response:
             phase_1_target=state.settings.phase_1_target,
             delivery_timeout=state.settings.ml_delivery_timeout,
             retry_delay=state.settings.ml_delivery_retry_delay,
+            evolution_every=state.settings.evolution_every,
         ),
+        state.exporter,
     )
     return JSONResponse(body)
 

@@ -18,6 +18,7 @@ def latina(*args: str, database_url: str, data_dir: Path) -> subprocess.Complete
         **os.environ,
         "DATABASE_URL": database_url,
         "LATINA_DATA_DIR": str(data_dir),
+        "PROMPT_EXPORT_DIR": str(data_dir / "prompt-library"),
         "MIGRATE_ON_START": "false",
     }
     return subprocess.run(

@@ -27,6 +27,7 @@ class Stack:
         env.update(
             {
                 "LATINA_DATA_DIR": str(data_dir),
+                "PROMPT_EXPORT_DIR": str(data_dir / "prompt-library"),
                 "GATEWAY_PORT": str(gateway_port),
                 "ML_PORT": str(ml_port),
                 "LOG_FORMAT": "text",

@@ -1,0 +1,36 @@
+"""The A/B decision: a tie keeps the old version; p_new_better follows the evidence."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.evolution.ab import decide, p_new_better
+
+
+def test_a_tie_keeps_the_old_version_at_even_odds() -> None:
+    decision = decide([3, 4, 3, 4, 3, 4], [4, 3, 4, 3])
+    assert decision.winner == "old"
+    assert decision.p_new_better == pytest.approx(0.5, abs=1e-9)
+
+
+def test_a_higher_new_mean_wins_and_more_evidence_means_more_certainty() -> None:
+    assert decide([3, 3], [4, 4]).winner == "new"
+    few = p_new_better([3, 3], [4, 4])
+    many = p_new_better([3] * 6, [4] * 6)
+    assert 0.5 < few < many < 1.0
+
+
+def test_noisy_ratings_are_less_certain_than_consistent_ones() -> None:
+    consistent = p_new_better([3, 3, 3, 3, 3, 3], [4, 4, 4, 4])
+    noisy = p_new_better([1, 5, 2, 4, 3, 3], [5, 3, 2, 5])  # same means
+    assert noisy < consistent
+
+
+def test_the_probability_is_symmetric() -> None:
+    old, new = [2, 3, 3, 2, 4, 3], [4, 5, 3, 4]
+    assert p_new_better(old, new) == pytest.approx(1.0 - p_new_better(new, old))
+
+
+def test_an_empty_arm_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one rating"):
+        p_new_better([], [3])
