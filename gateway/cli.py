@@ -196,13 +196,11 @@ def worker() -> None:
             ) as http,
         ):
             typer.echo("latina worker: processing jobs (Ctrl-C stops)")
+            evolution = rounds.build_deps(settings, pool, store)
             try:
-                await jobs.run_worker(
-                    conn,
-                    HttpMLClient(http, study=settings.ml_study),
-                    rounds.build_deps(settings, pool, store),
-                )
+                await jobs.run_worker(conn, HttpMLClient(http, study=settings.ml_study), evolution)
             finally:
+                await evolution.aclose()
                 await conn.close()
                 await pool.close()
 

@@ -40,6 +40,12 @@ class EvolutionDeps:
     ab_test_samples: int
     window: int
 
+    async def aclose(self) -> None:
+        """Close the evolver's HTTP client, if it has one."""
+        close = getattr(self.evolver, "aclose", None)
+        if close is not None:
+            await close()
+
 
 def build_deps(settings: Settings, pool: asyncpg.Pool[Any], store: ObjectStore) -> EvolutionDeps:
     return EvolutionDeps(

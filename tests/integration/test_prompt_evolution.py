@@ -24,6 +24,7 @@ from ml_service.app import create_app as create_ml
 from shared.db.pool import connect, create_pool
 from shared.settings import Settings
 from shared.storage.local import LocalObjectStore
+from tests.fakes.openai import API_KEY, FakeOpenAI, failure, structured
 from tests.images import interior
 from tests.servers import serve
 
@@ -88,7 +89,10 @@ class Stack:
                 headers={"Authorization": f"Bearer {self.settings.ml_service_token}"},
             ) as http:
                 deps = rounds.build_deps(self.settings, self.pool, store)
-                await jobs.run_worker(conn, HttpMLClient(http), deps, drain=True)
+                try:
+                    await jobs.run_worker(conn, HttpMLClient(http), deps, drain=True)
+                finally:
+                    await deps.aclose()
         finally:
             await conn.close()
 
@@ -210,6 +214,14 @@ async def _run_test(stack: Stack, old_rating: int, new_rating: int) -> list[dict
 async def test_a_new_version_that_wins_is_promoted_and_the_test_exported(stack: Stack) -> None:
     await _evolved(stack)
     responses = await _run_test(stack, old_rating=2, new_rating=5)
+    # the first sample rated after the version appeared names it; the others do not
+    assert sorted(str(r["prompt_evolution"]["new_version"]) for r in responses) == [
+        "None",
+        "None",
+        "None",
+        "None",
+        "v1.0.1",
+    ]
     decided = [
         r["prompt_evolution"]["ab_test"]
         for r in responses
@@ -322,3 +334,69 @@ async def test_an_abandoned_slot_goes_to_the_next_upload(stack: Stack) -> None:
         )
     again = await stack.upload()
     assert again["ab_test"]["slot"] == 1 and again["prompt_version"] == "v1.0.0"
+
+
+LLM_ANSWER = {
+    "improved_prompt": (
+        "professional interior photograph taken on a real camera, soft natural window light, "
+        "bright well-exposed room, true-to-life materials, straight verticals"
+    ),
+    "negative_prompt": "3d render, cgi, cartoon, underexposed",
+    "changes": ["asked for a real camera", "asked for a bright, well-exposed room"],
+    "reasoning": "Comments said the images looked like renders and were too dark.",
+}
+
+
+async def test_the_llm_evolver_writes_the_version_through_the_worker(
+    settings: Settings, trainer_token: str, admin_token: str, ml_url: str
+) -> None:
+    fake = FakeOpenAI()
+    fake.queue(failure(429, "slow down"), structured(LLM_ANSWER))
+    async with serve(fake.app) as llm:
+        async for stack in _stack(
+            settings,
+            trainer_token,
+            admin_token,
+            ml_url,
+            evolution_every=2,
+            openai_api_key=API_KEY,
+            openai_base_url=f"{llm}/v1",
+            openai_model="fake-model",
+            openai_max_retries=2,
+        ):
+            await _evolved(stack)
+            library = await stack.prompts()
+            new = library["items"][1]
+            assert new["origin"] == "llm"
+            assert new["prompt"] == LLM_ANSWER["improved_prompt"]
+            assert new["negative_prompt"] == LLM_ANSWER["negative_prompt"]
+            assert new["changes"] == LLM_ANSWER["changes"]
+            bodies = fake.bodies()
+            assert len(bodies) == 2  # the 429 was retried by the client
+            user = bodies[-1]["messages"][1]["content"]
+            assert "3d render" in user  # the comments reached the LLM, fenced as data
+            assert (await stack.status())["prompt_evolution"]["last_round"]["evolver"] == "llm"
+
+
+async def test_an_llm_that_keeps_failing_falls_back_and_says_so(
+    settings: Settings, trainer_token: str, admin_token: str, ml_url: str
+) -> None:
+    fake = FakeOpenAI(default=failure(500, "model overloaded"))
+    async with serve(fake.app) as llm:
+        async for stack in _stack(
+            settings,
+            trainer_token,
+            admin_token,
+            ml_url,
+            evolution_every=2,
+            openai_api_key=API_KEY,
+            openai_base_url=f"{llm}/v1",
+            openai_max_retries=0,
+            openai_attempts=2,
+        ):
+            await _evolved(stack)
+            new = (await stack.prompts())["items"][1]
+            assert new["origin"] == "heuristic" and new["prompt"]
+            last = (await stack.status())["prompt_evolution"]["last_round"]
+            assert last["new_version"] == "v1.0.1"
+            assert "500" in last["fallback_reason"] or "overloaded" in last["fallback_reason"]
