@@ -57,6 +57,7 @@ class Best:
     predicted_rating: float | None
     uncertainty: float | None
     source: str
+    importance: dict[str, float] | None = None
 
 
 # gpytorch/botorch keep settings (e.g. ``lazily_evaluate_kernels``), warning filters and the
@@ -179,8 +180,13 @@ class BayesianOptimizer:
         with _GP_LOCK:
             fitted = self._fitted(study, api, observations)
             index, mean, sd = core.posterior_best(fitted, fitted.train_x)
+            weights = core.importance(fitted)
         return Best(
-            space.to_parameters(fitted.train_x[index]), round(mean, 3), round(sd, 3), "model"
+            space.to_parameters(fitted.train_x[index]),
+            round(mean, 3),
+            round(sd, 3),
+            "model",
+            dict(zip(space.names, weights, strict=True)),
         )
 
 

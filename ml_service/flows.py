@@ -221,6 +221,7 @@ async def best_parameters(
             uncertainty=found.uncertainty,
             n_observations=len(rows),
             source=found.source,
+            importance=found.importance,
         ).model_dump()
     return {"study": study, "best": out}
 

@@ -172,3 +172,17 @@ def too_close(x: torch.Tensor, others: torch.Tensor | None, bounds: torch.Tensor
     span = bounds[1] - bounds[0]
     distance = ((others - x) / span).abs().max(dim=-1).values
     return bool((distance < 1e-3).any().item())
+
+
+def importance(fitted: FittedModel) -> list[float]:
+    """Relative importance per input, 0..1: inverse ARD lengthscales scaled by the largest.
+
+    Lengthscales are in normalised units (the inputs are scaled to the unit cube), so a short
+    one means the rating changes quickly along that parameter.
+    """
+    kernel = fitted.model.covar_module
+    base = getattr(kernel, "base_kernel", kernel)
+    with torch.no_grad():
+        inverse = 1.0 / base.lengthscale.detach().reshape(-1)
+    scaled = inverse / inverse.max()
+    return [round(float(v), 3) for v in scaled]

@@ -36,10 +36,21 @@ async def training_history(
     cursor: str | None,
     project_id: str | None,
     url_ttl: int,
+    trainer: str | None = None,
+    min_rating: int | None = None,
+    max_rating: int | None = None,
 ) -> dict[str, Any]:
     after = decode_cursor(cursor) if cursor else None
     async with pool.acquire() as conn:
-        rows = await repo.page(conn, limit=limit + 1, after=after, project_id=project_id)
+        rows = await repo.page(
+            conn,
+            limit=limit + 1,
+            after=after,
+            project_id=project_id,
+            trainer=trainer,
+            min_rating=min_rating,
+            max_rating=max_rating,
+        )
         options = await repo.options_for(conn, [r["id"] for r in rows[:limit]])
     items = []
     for row in rows[:limit]:
@@ -69,6 +80,7 @@ async def training_history(
                 "sample_number": row["sample_number"],
                 "rated_at": row["rated_at"].isoformat() if row["rated_at"] else None,
                 "rated_by": row["rated_by"],
+                "rated_by_name": row["rated_by"],
                 "original": {
                     "image_id": row["original_image_id"],
                     "url": await store.url(row["o_bucket"], row["o_key"], url_ttl),

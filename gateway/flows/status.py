@@ -48,6 +48,7 @@ async def training_status(
             "best_parameters": learned.get("parameters") or (fig.best_parameters if fig else None),
             "predicted_best_rating": learned.get("predicted_rating"),
             "uncertainty": learned.get("uncertainty"),
+            "importance": learned.get("importance"),
         }
     complete = samples >= phase_1_target
     return {

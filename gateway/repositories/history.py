@@ -11,8 +11,17 @@ from shared.db.pool import Conn
 
 
 async def page(
-    conn: Conn, *, limit: int, after: tuple[datetime, str] | None, project_id: str | None
+    conn: Conn,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    project_id: str | None,
+    trainer: str | None = None,
+    min_rating: int | None = None,
+    max_rating: int | None = None,
 ) -> list[asyncpg.Record]:
+    """Newest first; ``trainer`` matches who uploaded or rated; a rating bound matches an
+    experiment when any of its options was rated within it."""
     return list(
         await conn.fetch(
             """
@@ -27,6 +36,11 @@ async def page(
         LEFT JOIN users ru ON ru.id = e.rated_by
         WHERE ($2::text IS NULL OR e.project_id = $2)
           AND ($3::timestamptz IS NULL OR (e.created_at, e.id) < ($3, $4))
+          AND ($5::text IS NULL OR ru.name = $5 OR cu.name = $5)
+          AND ($6::int IS NULL AND $7::int IS NULL OR EXISTS (
+                SELECT 1 FROM parameter_experiments p
+                WHERE p.experiment_id = e.id AND p.rating IS NOT NULL
+                  AND p.rating >= coalesce($6::int, 1) AND p.rating <= coalesce($7::int, 5)))
         ORDER BY e.created_at DESC, e.id DESC
         LIMIT $1
         """,
@@ -34,6 +48,9 @@ async def page(
             project_id,
             after[0] if after else None,
             after[1] if after else None,
+            trainer,
+            min_rating,
+            max_rating,
         )
     )
 

@@ -116,7 +116,18 @@ async def history(request: Request) -> Response:
         state.store,
         limit=int(raw_limit),
         cursor=q.get("cursor"),
-        project_id=q.get("project_id"),
+        project_id=q.get("project_id") or None,
         url_ttl=state.settings.object_url_ttl_seconds,
+        trainer=q.get("trainer") or None,
+        min_rating=_rating_bound(q.get("min_rating"), "min_rating"),
+        max_rating=_rating_bound(q.get("max_rating"), "max_rating"),
     )
     return JSONResponse(body)
+
+
+def _rating_bound(raw: str | None, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 5:
+        raise InvalidInput(f"{name} must be an integer from 1 to 5", code="invalid_rating_filter")
+    return int(raw)

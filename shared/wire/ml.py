@@ -55,6 +55,8 @@ class BestForApi(BaseModel):
     uncertainty: float | None
     n_observations: int
     source: Literal["model", "observed", "none"]
+    # How much each parameter matters to the model, 0..1 (1: the most); None until a GP is fitted
+    importance: dict[str, float] | None = None
 
 
 class UpdateResponse(BaseModel):

@@ -268,3 +268,20 @@ async def test_a_fresh_process_recommends_what_the_warm_one_does(
         assert cold[api]["predicted_rating"] == pytest.approx(
             warm[api]["predicted_rating"], abs=0.05
         )
+
+
+async def test_best_says_which_parameter_matters(
+    ml: tuple[httpx.AsyncClient, Starlette],
+) -> None:
+    client, _ = ml
+
+    def rate(api: str, params: dict[str, Any]) -> int:  # only the guidance scale matters
+        return 1 + round(4 * (1 - abs(params["guidance_scale"] - 9.0) / 11.0))
+
+    await feed(client, "importance", 14, rate)
+    best = (await client.get("/ml/best", params={"study": "importance"})).json()["best"]
+    for api in ("leonardo", "stable_diffusion"):
+        weights = best[api]["importance"]
+        assert set(weights) == set(best[api]["parameters"])
+        assert weights["guidance_scale"] == 1.0
+        assert all(0 < w < 1.0 for name, w in weights.items() if name != "guidance_scale")

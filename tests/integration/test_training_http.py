@@ -341,3 +341,29 @@ async def test_history_pages_newest_first(client: httpx.AsyncClient) -> None:
     assert item["options"][0]["parameters"] and item["options"][0]["url"]
     bad = await client.get("/api/train/history", params={"cursor": "!!"})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_cursor"
+
+
+async def test_history_filters_by_trainer_and_rating(client: httpx.AsyncClient) -> None:
+    low = (await upload(client)).json()
+    high = (await upload(client)).json()
+    unrated = (await upload(client)).json()
+    assert (await client.post("/api/train/rate", json=ratings_for(low, 1, 2))).status_code == 200
+    assert (await client.post("/api/train/rate", json=ratings_for(high, 4, 5))).status_code == 200
+
+    async def ids(**params: str) -> list[str]:
+        body = (await client.get("/api/train/history", params=params)).json()
+        return [i["experiment_id"] for i in body["items"]]
+
+    assert await ids(min_rating="4") == [high["experiment_id"]]
+    assert await ids(max_rating="2") == [low["experiment_id"]]
+    assert await ids(min_rating="2", max_rating="4") == [
+        high["experiment_id"],
+        low["experiment_id"],
+    ]
+    everyone = await ids(trainer="tina")
+    assert everyone == [unrated["experiment_id"], high["experiment_id"], low["experiment_id"]]
+    assert await ids(trainer="nobody") == []
+    item = (await client.get("/api/train/history", params={"min_rating": "4"})).json()["items"][0]
+    assert item["rated_by_name"] == "tina"
+    bad = await client.get("/api/train/history", params={"min_rating": "9"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_rating_filter"
