@@ -155,7 +155,7 @@ async def record_ratings(
     async with pool.acquire() as conn, conn.transaction():
         if delivered:
             await jobs.forget_job(conn, job_id)
-        body = await _response(conn, sample, delivered, policy, decided)
+        body = await _response(conn, sample, delivered, policy, decided or test_id)
         await repo.store_rate_response(conn, experiment.id, body)
         if decided is not None and exporter is not None:
             await exporter.after_change(conn, ab_test_id=decided)
@@ -172,14 +172,16 @@ async def _deliver(ml: MLClient, observations: list[ObservationIn], timeout: flo
 
 
 async def _response(
-    conn: Any, sample: int, ml_updated: bool, policy: RatingPolicy, decided: int | None = None
+    conn: Any, sample: int, ml_updated: bool, policy: RatingPolicy, test_id: int | None = None
 ) -> dict[str, Any]:
+    """The rate response. ``ab_test`` is the test this sample belonged to (as it stands now:
+    running, or decided by this or a concurrent sample), else the running test, else null."""
     means = await repo.api_means_over_last(conn, CURRENT_WINDOW)
     triggered = sample % policy.evolution_every == 0
     round_status = await evolution.round_status(conn, sample) if triggered else None
     ab_test: dict[str, Any] | None
-    if decided is not None:
-        ab_test = await ab_tests.view(conn, decided)
+    if test_id is not None:
+        ab_test = await ab_tests.view(conn, test_id)
     else:
         ab_test = await ab_tests.running_view(conn)
     return {

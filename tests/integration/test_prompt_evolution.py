@@ -222,13 +222,11 @@ async def test_a_new_version_that_wins_is_promoted_and_the_test_exported(stack: 
         "None",
         "v1.0.1",
     ]
-    decided = [
-        r["prompt_evolution"]["ab_test"]
-        for r in responses
-        if r["prompt_evolution"]["ab_test"]["status"] == "decided"
-    ]
-    assert len(decided) == 1  # exactly one rating decided it
-    test = decided[0]
+    # every sample of the test reports it; the last one rated saw it decided
+    assert len({r["prompt_evolution"]["ab_test"]["id"] for r in responses}) == 1
+    last = max(responses, key=lambda r: r["sample_number"])
+    test = last["prompt_evolution"]["ab_test"]
+    assert test["status"] == "decided"
     assert test["winner"] == "v1.0.1" and test["promoted"] is True
     assert test["avg"] == {"v1.0.0": 2.0, "v1.0.1": 5.0}
     assert test["versions"]["v1.0.0"]["n"] == 3 and test["versions"]["v1.0.1"]["n"] == 2
@@ -250,11 +248,8 @@ async def test_a_new_version_that_wins_is_promoted_and_the_test_exported(stack: 
 async def test_a_new_version_that_loses_or_ties_is_not_promoted(stack: Stack) -> None:
     await _evolved(stack)
     responses = await _run_test(stack, old_rating=3, new_rating=3)
-    test = next(
-        r["prompt_evolution"]["ab_test"]
-        for r in responses
-        if r["prompt_evolution"]["ab_test"]["status"] == "decided"
-    )
+    test = max(responses, key=lambda r: r["sample_number"])["prompt_evolution"]["ab_test"]
+    assert test["status"] == "decided"
     assert test["winner"] == "v1.0.0" and test["promoted"] is False
     assert 0.3 < test["p_new_better"] < 0.7  # a tie: no evidence either way
     library = await stack.prompts()
