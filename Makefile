@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create .venv when it is
 # missing and install what they need (PyTorch first, as the CPU build, so that nothing pulls
-# a CUDA build).
+# a CUDA build), and the browser's front-end libraries from ui/package-lock.json (npm ci).
+# `make test` also installs Debian's chromium for the browser tests when it is missing.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,10 +9,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
+UI_STAMP := ui/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: install run test test-unit lint migrate bench demo clean
 
-install: $(STAMP)
+install: $(STAMP) $(UI_STAMP)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +25,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(UI_STAMP): ui/package.json ui/package-lock.json
+	npm ci --prefix ui --no-audit --no-fund
+	touch $(UI_STAMP)
+
+$(CHROMIUM):
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 ## Run the whole system locally: embedded PostgreSQL, ML service on 8001, gateway on 8000.
-run: $(STAMP)
+run: $(STAMP) $(UI_STAMP)
 	$(BIN)/latina run
 
 ## Run every test (unit, integration against real PostgreSQL and a real S3 server, ...).
-test: $(STAMP)
+test: $(STAMP) $(UI_STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
@@ -43,11 +55,11 @@ migrate: $(STAMP)
 
 ## A simulated trainer rates 50 samples on a fresh local stack: learning curve, prompt
 ## lineage, A/B decisions, and demo-output/rating-curve.png.
-demo: $(STAMP)
+demo: $(STAMP) $(UI_STAMP)
 	$(BIN)/python -m tests.demo
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache ui/node_modules test-output

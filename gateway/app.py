@@ -14,6 +14,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Router
 
 from gateway import jobs
@@ -26,6 +27,8 @@ from gateway.providers.selection import build_providers
 from gateway.repositories import prompts
 from gateway.routes import ROUTES
 from gateway.state import GatewayState, Upstreams
+from gateway.web.security import SecurityHeadersMiddleware
+from gateway.web.session import COOKIE
 from shared.db.pool import connect, create_pool
 from shared.db.setup import database_dsn
 from shared.observability import (
@@ -140,6 +143,7 @@ def create_app(
                 stack.push_async_callback(client.aclose)
             await _seed_prompts(pool)
             evolution = rounds.build_deps(settings, pool, object_store)
+            stack.push_async_callback(evolution.aclose)
             async with pool.acquire() as conn:
                 await evolution.exporter.sync(conn)
             ml = HttpMLClient(upstreams.ml, study=settings.ml_study)
@@ -169,6 +173,15 @@ def create_app(
         exception_handlers=dict(exception_handlers(STATUS_TABLE)),
         middleware=[
             Middleware(RequestContextMiddleware, metrics=metrics, router=router),
+            Middleware(SecurityHeadersMiddleware, settings=settings),
+            Middleware(
+                SessionMiddleware,
+                secret_key=settings.latina_secret_key,
+                session_cookie=COOKIE,
+                max_age=settings.session_max_age_seconds,
+                same_site="lax",
+                https_only=settings.latina_env == "production",
+            ),
             Middleware(AuthenticationMiddleware, backend=TokenBackend(), on_error=on_auth_error),
         ],
     )

@@ -1,4 +1,5 @@
-"""Bearer-token authentication for ``/api/*`` and role checks for routes."""
+"""Authentication (bearer tokens for API clients, the session cookie for browsers), the CSRF
+check for cookie-authenticated writes, and role checks for routes."""
 
 from __future__ import annotations
 
@@ -13,11 +14,20 @@ from starlette.responses import Response
 
 from gateway.errors import Forbidden, Unauthenticated
 from gateway.flows.accounts import authenticate_token
+from gateway.repositories import users
 from gateway.repositories.users import Role, User
 from gateway.state import GatewayState
+from gateway.web.session import CSRF_HEADER, csrf_matches
 from shared.web_errors import error_response
 
 PROTECTED_PREFIX = "/api/"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# These check the token in their form body themselves.
+FORM_CSRF_PATHS = frozenset({"/login", "/logout"})
+
+
+class CsrfFailed(AuthenticationError):
+    """A cookie-authenticated write came without the session's CSRF token."""
 
 
 class AuthenticatedUser(BaseUser):
@@ -38,23 +48,61 @@ class AuthenticatedUser(BaseUser):
 
 
 class TokenBackend(AuthenticationBackend):
-    """Every ``/api/*`` request needs a valid token; other paths are public or check themselves."""
+    """A bearer token, else the session cookie; every ``/api/*`` request needs one of them.
+
+    A request that sends ``Authorization`` is judged by it alone. Cookie-authenticated writes
+    must carry the session's CSRF token (``X-CSRF-Token``): a cross-site form can send the
+    cookie but cannot read the token.
+    """
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
-        if not conn.url.path.startswith(PROTECTED_PREFIX):
-            return None
-        header = conn.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationError("missing bearer token")
         state: GatewayState = conn.state.gateway
-        user = await authenticate_token(state.pool, token.strip())
-        if user is None:
-            raise AuthenticationError("invalid or revoked token")
-        return AuthCredentials(["authenticated", user.role]), AuthenticatedUser(user)
+        header = conn.headers.get("authorization")
+        if header is not None and conn.url.path.startswith(PROTECTED_PREFIX):
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthenticationError("malformed Authorization header")
+            user = await authenticate_token(state.pool, token.strip())
+            if user is None:
+                raise AuthenticationError("invalid or revoked token")
+            return AuthCredentials(["authenticated", user.role]), AuthenticatedUser(user)
+        user = await self._session_user(conn, state)
+        if user is not None:
+            method = conn.scope.get("method", "GET")
+            if (
+                method not in SAFE_METHODS
+                and conn.url.path not in FORM_CSRF_PATHS
+                and not csrf_matches(conn, conn.headers.get(CSRF_HEADER))
+            ):
+                raise CsrfFailed("missing or wrong CSRF token")
+            return AuthCredentials(["authenticated", user.role, "session"]), AuthenticatedUser(user)
+        if conn.url.path.startswith(PROTECTED_PREFIX):
+            raise AuthenticationError("missing bearer token")
+        return None
+
+    @staticmethod
+    async def _session_user(conn: HTTPConnection, state: GatewayState) -> User | None:
+        if "session" not in conn.scope:
+            return None
+        user_id = conn.session.get("user_id")
+        if not isinstance(user_id, int):
+            return None
+        async with state.pool.acquire() as db:
+            user = await users.get_user_by_id(db, user_id)
+        if user is None or user.disabled:
+            conn.session.clear()
+            return None
+        return user
 
 
 def on_auth_error(conn: HTTPConnection, exc: Exception) -> Response:
+    if isinstance(exc, CsrfFailed):
+        return error_response(
+            403,
+            "csrf_failed",
+            "this request needs the page's CSRF token in the X-CSRF-Token header"
+            " (reload the page and try again)",
+        )
     response = error_response(
         401,
         Unauthenticated.code,

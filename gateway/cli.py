@@ -118,6 +118,19 @@ def users_create(
     typer.echo(token)
 
 
+@users_app.command("password")
+def users_password(
+    name: str,
+    password: Annotated[
+        str | None, typer.Option(help="the new password (asked for, hidden, when omitted)")
+    ] = None,
+) -> None:
+    """Set or reset a user's password for the browser login (/login)."""
+    chosen = password or typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    _run(lambda s: _with_pool(s, lambda pool: accounts.set_password(pool, name, chosen)))
+    typer.echo(f"password of {name!r} set")
+
+
 @users_app.command("token")
 def users_token(name: str) -> None:
     """Issue another API token for an existing user and print it once."""

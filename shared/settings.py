@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     upload_max_pixels: int = Field(default=40_000_000, gt=0)
     phase_1_target: int = Field(default=50, ge=1)
+    session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: float = Field(default=900.0, gt=0)
 
     # --- ML service
     ml_service_url: str = "http://127.0.0.1:8001"

@@ -42,7 +42,7 @@ async def create_user(
         )
     if role not in ("trainer", "admin"):
         raise InvalidInput("role must be 'trainer' or 'admin'", code="invalid_role")
-    password_hash = PasswordHasher().hash(password) if password else None
+    password_hash = hash_password(password) if password is not None else None
     token = new_token()
     async with pool.acquire() as conn, conn.transaction():
         if await users.get_user_by_name(conn, name) is not None:
@@ -50,6 +50,28 @@ async def create_user(
         user = await users.insert_user(conn, name, role, password_hash)
         await users.insert_token(conn, user.id, hash_token(token), token[:12], label)
     return user, token
+
+
+MIN_PASSWORD = 8
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(
+            f"a password needs at least {MIN_PASSWORD} characters", code="password_too_short"
+        )
+    return PasswordHasher().hash(password)
+
+
+async def set_password(pool: asyncpg.Pool[Any], name: str, password: str) -> None:
+    """Set (or reset) a user's browser password."""
+    password_hash = hash_password(password)
+    async with pool.acquire() as conn:
+        done = await conn.execute(
+            "UPDATE users SET password_hash = $2 WHERE name = $1", name, password_hash
+        )
+    if done.split()[-1] == "0":
+        raise NotFound(f"no user named {name!r}", code="user_not_found")
 
 
 async def issue_token(pool: asyncpg.Pool[Any], name: str, *, label: str | None = "cli") -> str:

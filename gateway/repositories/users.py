@@ -100,3 +100,44 @@ async def revoke_tokens(conn: Conn, user_id: int) -> int:
         user_id,
     )
     return int(result.split()[-1])
+
+
+async def get_user_by_id(conn: Conn, user_id: int) -> User | None:
+    row = await conn.fetchrow(
+        "SELECT id, name, role, created_at, disabled_at FROM users WHERE id = $1", user_id
+    )
+    return _user(row) if row else None
+
+
+async def password_hash_of(conn: Conn, name: str) -> tuple[User, str | None] | None:
+    row = await conn.fetchrow(
+        "SELECT id, name, role, created_at, disabled_at, password_hash FROM users WHERE name = $1",
+        name,
+    )
+    return (_user(row), row["password_hash"]) if row else None
+
+
+async def record_login(conn: Conn, name: str, client: str, succeeded: bool) -> None:
+    await conn.execute(
+        "INSERT INTO login_attempts (name, client, succeeded) VALUES ($1, $2, $3)",
+        name[:200],
+        client,
+        succeeded,
+    )
+
+
+async def recent_failures(conn: Conn, name: str, client: str, window_seconds: float) -> int:
+    """The larger of the failed attempts for this account and from this client in the window."""
+    value = await conn.fetchval(
+        """
+        SELECT greatest(
+            (SELECT count(*) FROM login_attempts WHERE NOT succeeded AND name = $1
+                AND at > now() - make_interval(secs => $3)),
+            (SELECT count(*) FROM login_attempts WHERE NOT succeeded AND client = $2
+                AND at > now() - make_interval(secs => $3)))
+        """,
+        name[:200],
+        client,
+        window_seconds,
+    )
+    return int(value)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from argon2 import PasswordHasher
 
 from gateway.flows.accounts import authenticate_token
 
@@ -76,3 +77,52 @@ async def test_invalid_role_is_refused(database_url: str, tmp_path: Path) -> Non
     )
     assert result.returncode == 2
     assert "trainer or admin" in result.stderr
+
+
+async def test_users_get_an_argon2_password_for_the_browser_login(
+    database_url: str, db_pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    created = latina(
+        "users",
+        "create",
+        "ana",
+        "--password",
+        "first-password",
+        database_url=database_url,
+        data_dir=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    short = latina(
+        "users",
+        "password",
+        "ana",
+        "--password",
+        "short",
+        database_url=database_url,
+        data_dir=tmp_path,
+    )
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    reset = latina(
+        "users",
+        "password",
+        "ana",
+        "--password",
+        "second-password",
+        database_url=database_url,
+        data_dir=tmp_path,
+    )
+    assert reset.returncode == 0, reset.stderr
+    async with db_pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT password_hash FROM users WHERE name = 'ana'")
+    assert stored.startswith("$argon2id$")
+    assert PasswordHasher().verify(stored, "second-password")
+    missing = latina(
+        "users",
+        "password",
+        "nobody",
+        "--password",
+        "whatever-123",
+        database_url=database_url,
+        data_dir=tmp_path,
+    )
+    assert missing.returncode == 1 and "no user named" in missing.stderr

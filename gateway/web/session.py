@@ -1,0 +1,121 @@
+"""Browser sessions: a signed cookie beside the API's bearer tokens.
+
+Logging in sets ``user_id`` and a fresh CSRF token in the session (Starlette's signed
+``latina_session`` cookie: HttpOnly, SameSite=Lax, Secure in production). Every state-changing
+request made with the cookie must echo the token in ``X-CSRF-Token`` (the login and logout forms
+send it as a form field); ``gateway.auth`` refuses it otherwise. Failed logins are recorded in the
+database and limited per account and per client address, across every gateway.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from urllib.parse import quote, urlencode
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import RedirectResponse, Response
+
+from gateway.repositories import users
+from gateway.repositories.users import User
+from gateway.state import gateway_state
+
+log = logging.getLogger("latina.sessions")
+
+COOKIE = "latina_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+DEFAULT_NEXT = "/train"
+_HASHER = PasswordHasher()
+# Verifying against this when the account does not exist keeps the answer time the same.
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+def page_user(request: Request) -> User | None:
+    """The logged-in (or token-authenticated) user, or None."""
+    from gateway.auth import AuthenticatedUser  # the auth backend imports this module
+
+    principal = request.user if "user" in request.scope else None
+    return principal.user if isinstance(principal, AuthenticatedUser) else None
+
+
+def csrf_token(conn: HTTPConnection) -> str:
+    """This session's CSRF token, created on first use (also before login: login CSRF)."""
+    token = conn.session.get("csrf")
+    if not isinstance(token, str) or len(token) < 32:
+        token = secrets.token_urlsafe(32)
+        conn.session["csrf"] = token
+    return token
+
+
+def csrf_matches(conn: HTTPConnection, given: str | None) -> bool:
+    expected = conn.session.get("csrf")
+    return bool(
+        isinstance(expected, str) and given and hmac.compare_digest(expected, given.strip())
+    )
+
+
+def safe_next(target: str | None) -> str:
+    """Only paths of this site: never ``//host`` or ``https://...`` (open redirects)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return DEFAULT_NEXT
+    return target
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _back_to_login(error: str, next_path: str) -> Response:
+    query = urlencode({"error": error, "next": next_path}, quote_via=quote)
+    return RedirectResponse(f"/login?{query}", status_code=303)
+
+
+async def login_submit(request: Request) -> Response:
+    """``POST /login`` (form: name, password, next, csrf_token)."""
+    state = gateway_state(request)
+    async with request.form(max_files=0, max_fields=10) as form:
+        name = str(form.get("name") or "").strip()
+        password = str(form.get("password") or "")
+        next_path = safe_next(str(form.get("next") or ""))
+        given_csrf = str(form.get(CSRF_FIELD) or "")
+    if not csrf_matches(request, given_csrf):
+        return _back_to_login("csrf", next_path)
+    client = _client(request)
+    settings = state.settings
+    async with state.pool.acquire() as conn:
+        failures = await users.recent_failures(conn, name, client, settings.login_window_seconds)
+        if failures >= settings.login_max_failures:
+            log.warning("login refused: too many failures", extra={"user": name, "client": client})
+            return _back_to_login("rate_limited", next_path)
+        found = await users.password_hash_of(conn, name) if name else None
+        user, stored = found if found else (None, None)
+        ok = _verify(stored, password) and user is not None and not user.disabled
+        await users.record_login(conn, name, client, ok)
+    if not ok or user is None:
+        return _back_to_login("invalid", next_path)
+    request.session.clear()  # a new session on login: no fixation
+    request.session["user_id"] = user.id
+    csrf_token(request)
+    log.info("browser login", extra={"user": user.name})
+    return RedirectResponse(next_path, status_code=303)
+
+
+def _verify(stored: str | None, password: str) -> bool:
+    try:
+        return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def logout(request: Request) -> Response:
+    """``POST /logout`` (form: csrf_token)."""
+    async with request.form(max_files=0, max_fields=5) as form:
+        given = str(form.get(CSRF_FIELD) or "")
+    if not csrf_matches(request, given):
+        return _back_to_login("csrf", DEFAULT_NEXT)
+    request.session.clear()
+    return RedirectResponse("/login?error=logged_out", status_code=303)
