@@ -139,9 +139,11 @@ def run_local_stack(settings: Settings) -> int:
         f"  gateway     {gateway_url}   (health {gateway_url}/healthz, ready {gateway_url}/readyz)"
     )
     print(f"  ML service  {ml_url}   (health {ml_url}/ml/health)")
+    print(f"  trainer UI  {gateway_url}/train   (dashboard /dashboard, history /history)")
     if first_token:
         print("  first run: created user 'admin' (role admin). API token, shown once:")
         print(f"    {first_token}")
+    print("  log in to the UI:       .venv/bin/latina users create NAME --password PW")
     print("  a token for API calls:  .venv/bin/latina users create NAME --role trainer")
     print("                          (or: .venv/bin/latina users token admin)")
     print(f"  try:  curl -H 'Authorization: Bearer <token>' {gateway_url}/api/train/status")
