@@ -182,6 +182,40 @@ def ml_serve(
     )
 
 
+@ml_app.command("train-reward")
+def ml_train_reward(
+    study: Annotated[str, typer.Option(help="the study whose observations to learn from")] = "",
+) -> None:
+    """Train the phase-2 reward model on every observation with image features, showing
+    progress, and make it the current version (what POST /ml/reward/train does)."""
+    from ml_service import reward
+    from ml_service.resources import Resources
+
+    async def work(settings: Settings) -> dict[str, Any]:
+        resources = Resources(settings)
+        last = [0]
+
+        def progress(epoch: int, epochs: int, loss: float) -> None:
+            percent = 100 * epoch // epochs
+            if percent >= last[0] + 10 or epoch == epochs:
+                last[0] = percent
+                typer.echo(f"  epoch {epoch:>4}/{epochs}  ({percent:3d}%)  loss {loss:.4f}")
+
+        try:
+            typer.echo(f"training the reward model of study {study or settings.ml_study!r} ...")
+            return await reward.train(resources, study or settings.ml_study, progress)
+        finally:
+            await resources.close()
+
+    result = _run(work)
+    accuracy, mae = result.get("pairwise_accuracy"), result.get("mae")
+    typer.echo(
+        f"reward model {result['version']}: {result['n_samples']} samples, held-out pairwise "
+        f"accuracy {'-' if accuracy is None else f'{accuracy:.3f}'}, "
+        f"MAE {'-' if mae is None else f'{mae:.3f}'}"
+    )
+
+
 @app.command()
 def worker() -> None:
     """Run a job worker (ML-update delivery, prompt evolution) until Ctrl-C; run several to

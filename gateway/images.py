@@ -221,3 +221,13 @@ def _encode(rgb: Image.Image, fmt: ImageFormat) -> bytes:
     else:
         rgb.save(out, format="PNG")
     return out.getvalue()
+
+
+def downscaled_jpeg(data: bytes, max_side: int = 512, quality: int = 85) -> bytes:
+    """A stored image made small for the ML service's feature extraction (<= ``max_side``)."""
+    with Image.open(io.BytesIO(data)) as opened:
+        rgb = opened.convert("RGB")
+    rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=quality)
+    return out.getvalue()

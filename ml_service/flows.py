@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import secrets
 from typing import Any
 
 import asyncpg
+from PIL import Image
 
+from ml_service import feature_extraction as features
 from ml_service import observation_store as store
 from ml_service.bayes import BayesianOptimizer, Proposal, observed_best
 from ml_service.errors import Conflict, InvalidInput, NotFound
@@ -162,10 +166,36 @@ def _same(a: store.Observation, b: store.Observation) -> bool:
     )
 
 
+def _image_features(observations: list[ObservationIn]) -> dict[str, Any]:
+    """Features of the observations that carry their image (CPU work: run in a thread)."""
+    out: dict[str, Any] = {}
+    for obs in observations:
+        if obs.image_b64 is None:
+            continue
+        where = {"observation_id": obs.observation_id}
+        try:
+            image = base64.b64decode(obs.image_b64, validate=True)
+            original = (
+                base64.b64decode(obs.original_b64, validate=True) if obs.original_b64 else None
+            )
+        except binascii.Error as exc:
+            raise InvalidInput(
+                "image_b64 and original_b64 must be base64", code="invalid_image", details=where
+            ) from exc
+        try:
+            out[obs.observation_id] = features.extract_bytes(image, original)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise InvalidInput(
+                f"the image could not be read: {exc}", code="invalid_image", details=where
+            ) from exc
+    return out
+
+
 async def update_model(
     pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, observations: list[ObservationIn]
 ) -> dict[str, Any]:
-    """Store the observations durably (one transaction) before answering."""
+    """Store the observations (and the features of any images they carry) durably, in one
+    transaction, before answering."""
     space = work.optimizer.space
     for obs in observations:
         check_observation(space, obs)
@@ -173,9 +203,20 @@ async def update_model(
     if len(set(ids)) != len(ids):
         raise InvalidInput("observation_id repeats within the batch", code="duplicate_observation")
     incoming = {o.observation_id: _as_stored(o) for o in observations}
+    vectors = await asyncio.to_thread(_image_features, observations)
     async with pool.acquire() as conn, conn.transaction():
         await store.ensure_study(conn, study)
         existing = await store.insert_observations(conn, study, list(incoming.values()))
+        for obs in observations:
+            if obs.observation_id in vectors:
+                await store.insert_features(
+                    conn,
+                    study,
+                    obs.observation_id,
+                    obs.group(),
+                    features.FEATURE_VERSION,
+                    [float(v) for v in vectors[obs.observation_id]],
+                )
         for stored in existing:
             if not _same(stored, incoming[stored.observation_id]):
                 raise Conflict(

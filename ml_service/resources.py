@@ -8,6 +8,7 @@ uvicorn the lifespan closes it at shutdown.
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,8 @@ from shared.db.pool import create_pool
 from shared.db.setup import database_dsn
 from shared.search_space import SearchSpace, load_search_space
 from shared.settings import Settings
+from shared.storage import ObjectStore
+from shared.storage.factory import open_object_store
 
 
 class Resources:
@@ -35,6 +38,20 @@ class Resources:
         self.work = SuggestionWork(self.optimizer, settings.ml_pending_ttl_seconds)
         self._pool: asyncpg.Pool[Any] | None = None
         self._lock: asyncio.Lock | None = None
+        self._store: ObjectStore | None = None
+        self._store_stack = AsyncExitStack()
+        self.reward_lock = asyncio.Lock()  # one reward-model training at a time per process
+        self.reward_cache: dict[str, Any] = {}  # study -> (version, RewardModel)
+
+    async def store(self) -> ObjectStore:
+        """The object store holding reward models, opened on first use."""
+        if self._store is None:
+            store = await self._store_stack.enter_async_context(open_object_store(self.settings))
+            ensure = getattr(store, "ensure_buckets", None)
+            if ensure is not None and self.settings.s3_create_buckets:
+                await ensure(self.settings.reward_model_bucket)
+            self._store = store
+        return self._store
 
     async def pool(self) -> asyncpg.Pool[Any]:
         if self._pool is not None:
@@ -55,6 +72,8 @@ class Resources:
 
     async def close(self) -> None:
         await self.work.close()
+        await self._store_stack.aclose()
+        self._store = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ml_service import __version__, flows
+from ml_service import __version__, flows, reward
 from ml_service import observation_store as store
 from ml_service.auth import require_service_token
 from ml_service.errors import InvalidInput, MalformedRequest
@@ -124,6 +124,29 @@ async def delete_study(request: Request) -> Response:
     return JSONResponse(result)
 
 
+async def reward_train(request: Request) -> Response:
+    resources = _authorized(request)
+    body = await _json_body(request)
+    study = _study(body.get("study") or request.query_params.get("study"))
+    return JSONResponse(await reward.train(resources, study))
+
+
+async def reward_score(request: Request) -> Response:
+    resources = _authorized(request)
+    body = await _json_body(request)
+    study = _study(body.get("study") or request.query_params.get("study"))
+    candidates = body.get("candidates")
+    if not isinstance(candidates, list):
+        raise InvalidInput("'candidates' must be a list", code="invalid_candidates")
+    return JSONResponse(await reward.score(resources, study, candidates))
+
+
+async def reward_status(request: Request) -> Response:
+    resources = _authorized(request)
+    study = _study(request.query_params.get("study"))
+    return JSONResponse(await reward.status(resources, study))
+
+
 ROUTES: list[BaseRoute] = [
     Route("/ml/health", health, methods=["GET"]),
     Route("/ml/search_space", search_space, methods=["GET"]),
@@ -131,4 +154,7 @@ ROUTES: list[BaseRoute] = [
     Route("/ml/update_model", update_model, methods=["POST"]),
     Route("/ml/best", best, methods=["GET"]),
     Route("/ml/studies/{study}", delete_study, methods=["DELETE"]),
+    Route("/ml/reward/train", reward_train, methods=["POST"]),
+    Route("/ml/reward/score", reward_score, methods=["POST"]),
+    Route("/ml/reward/status", reward_status, methods=["GET"]),
 ]

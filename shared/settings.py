@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     ml_delivery_timeout: float = Field(default=3.0, gt=0)
     ml_delivery_retry_delay: float = Field(default=10.0, ge=0)
     gateway_worker: bool = True
+    ml_send_images: bool = True
     ml_study: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     ml_host: str = "127.0.0.1"
     ml_port: int = 8001
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     ml_pending_ttl_seconds: float = Field(default=1800.0, gt=0)
     ml_large_study: int = Field(default=300, ge=10)
     aws_lambda_function_name: str | None = None
+    reward_model_bucket: str = "latina-models"
+    reward_members: int = Field(default=5, ge=1)
+    reward_epochs: int = Field(default=200, ge=1)
 
     # --- image APIs
     leonardo_api_key: str | None = None

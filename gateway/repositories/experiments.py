@@ -240,3 +240,20 @@ async def api_means_over_last(conn: Conn, last: int) -> dict[str, float]:
         last,
     )
     return {r["api"]: float(r["mean"]) for r in rows}
+
+
+async def image_keys(conn: Conn, experiment_id: str) -> dict[str, tuple[str, str]]:
+    """Where the experiment's images are: option -> (bucket, key), and "original"."""
+    rows = await conn.fetch(
+        """
+        SELECT p.option, i.s3_bucket, i.s3_key
+        FROM parameter_experiments p JOIN images i ON i.id = p.image_id
+        WHERE p.experiment_id = $1
+        UNION ALL
+        SELECT 'original', i.s3_bucket, i.s3_key
+        FROM experiments e JOIN images i ON i.id = e.original_image_id
+        WHERE e.id = $1
+        """,
+        experiment_id,
+    )
+    return {r["option"]: (r["s3_bucket"], r["s3_key"]) for r in rows}

@@ -91,6 +91,7 @@ async def rate(request: Request) -> Response:
             evolution_every=state.settings.evolution_every,
         ),
         state.exporter,
+        images=state.store if state.settings.ml_send_images else None,
     )
     return JSONResponse(body)
 

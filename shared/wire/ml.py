@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 ApiName = Annotated[str, Field(min_length=1, max_length=64)]
 Strategy = Literal["sobol", "gp", "explore", "fallback"]
+MAX_IMAGE_B64 = 2_000_000  # a 512 px JPEG is ~50-150 kB; base64 adds a third
 
 
 class SuggestRequest(BaseModel):
@@ -40,6 +41,15 @@ class ObservationIn(BaseModel):
     # Range is checked by the service so that it answers with its own error code.
     rating: StrictInt
     prompt_version: str | None = Field(default=None, max_length=64)
+    # Phase 2 (optional): the rendered image and its original, downscaled JPEG (<= 512 px) in
+    # base64; the service stores their features for the reward model, not the images.
+    image_b64: str | None = Field(default=None, max_length=MAX_IMAGE_B64)
+    original_b64: str | None = Field(default=None, max_length=MAX_IMAGE_B64)
+    # The upload both options share; default: observation_id up to its last ':'.
+    group_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+    def group(self) -> str:
+        return self.group_id or self.observation_id.rsplit(":", 1)[0]
 
 
 class UpdateRequest(BaseModel):

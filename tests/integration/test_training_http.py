@@ -131,6 +131,10 @@ async def test_rating_teaches_the_ml_service_and_counts_a_sample(
         ("A", 2),
         ("B", 5),
     ]
+    async with db_pool.acquire() as conn:
+        groups = await conn.fetch("SELECT group_id FROM ml.observation_features")
+    # the images went along (downscaled): the ML service keeps their features for phase 2
+    assert [g["group_id"] for g in groups] == [body["experiment_id"]] * 2
     assert queued == 0  # delivered at once: nothing left for the worker
     assert (score["performance_score"], score["usage_count"]) == (3.5, 1)
     status = (await client.get("/api/train/status")).json()
