@@ -20,12 +20,14 @@ from pgqueuer.executors import EntrypointExecutorParameters
 from pgqueuer.types import QueueExecutionMode
 
 from gateway.adapters.ml_client import MLClient
+from gateway.errors import UpstreamError
 from gateway.evolution import rounds
 from shared.wire.ml import ObservationIn
 
 log = logging.getLogger("latina.jobs")
 
 ML_UPDATE = "ml_update"
+REWARD_TRAIN = "reward_train"
 DELIVERY_TIMEOUT = 30.0  # the worker is in no hurry; the request path uses a shorter one
 
 
@@ -46,6 +48,13 @@ async def enqueue_ml_update(
         dedupe_key=f"{ML_UPDATE}:{experiment_id}",
     )
     return int(ids[0])
+
+
+async def enqueue_reward_training(conn: asyncpg.Connection[Any] | Any, sample_number: int) -> None:
+    """Retrain the reward model after this sample (once, whatever the concurrency)."""
+    await Queries(AsyncpgDriver(conn)).enqueue(
+        REWARD_TRAIN, str(sample_number).encode(), dedupe_key=f"{REWARD_TRAIN}:{sample_number}"
+    )
 
 
 async def forget_job(conn: asyncpg.Connection[Any] | Any, job_id: int) -> None:
@@ -87,6 +96,28 @@ def build_worker(
         await ml.update(observations, timeout=DELIVERY_TIMEOUT)
         log.info(
             "ml update delivered by the worker", extra={"job_id": job.id, "attempts": job.attempts}
+        )
+
+    def reward_retries(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
+        return DatabaseRetryEntrypointExecutor(
+            parameters=params,
+            max_attempts=5,
+            initial_delay=timedelta(seconds=30),
+            max_delay=timedelta(seconds=max_delay_seconds),
+        )
+
+    @manager.entrypoint(REWARD_TRAIN, executor_factory=reward_retries)
+    async def train_reward_model(job: Job) -> None:
+        try:
+            result = await ml.reward_train()
+        except UpstreamError as exc:
+            if (exc.details or {}).get("status") == 422:  # not enough data yet: nothing to retry
+                log.info("reward model not trained yet", extra={"reason": exc.message})
+                return
+            raise
+        log.info(
+            "reward model retrained",
+            extra={"version": result.get("version"), "n_samples": result.get("n_samples")},
         )
 
     if evolution is not None:

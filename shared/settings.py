@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     ml_delivery_retry_delay: float = Field(default=10.0, ge=0)
     gateway_worker: bool = True
     ml_send_images: bool = True
+    reward_retrain_every: int = Field(default=25, ge=1)
+    enhance_candidates: int = Field(default=3, ge=1, le=20)
+    enhance_max_paid_candidates: int = Field(default=2, ge=1, le=20)
+    render_concurrency: int = Field(default=2, ge=1)
     ml_study: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     ml_host: str = "127.0.0.1"
     ml_port: int = 8001

@@ -28,6 +28,12 @@ class MLClient(Protocol):
 
     async def best(self) -> dict[str, Any]: ...
 
+    async def reward_train(self, *, timeout: float = 600.0) -> dict[str, Any]: ...
+
+    async def reward_score(self, candidates: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def reward_status(self) -> dict[str, Any]: ...
+
 
 class HttpMLClient:
     """Over the gateway's long-lived client for the ML service (auth header already set)."""
@@ -76,6 +82,22 @@ class HttpMLClient:
         body = await self._call("GET", "/ml/best", params={"study": self._study})
         best: dict[str, Any] = body["best"]
         return best
+
+    async def reward_train(self, *, timeout: float = 600.0) -> dict[str, Any]:
+        return await self._call(
+            "POST", "/ml/reward/train", json={"study": self._study}, timeout=timeout
+        )
+
+    async def reward_score(self, candidates: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._call(
+            "POST",
+            "/ml/reward/score",
+            json={"study": self._study, "candidates": candidates},
+            timeout=120.0,
+        )
+
+    async def reward_status(self) -> dict[str, Any]:
+        return await self._call("GET", "/ml/reward/status", params={"study": self._study})
 
 
 def fallback_suggestion(space: SearchSpace, api: str) -> Suggestion:

@@ -36,6 +36,7 @@ class RatingPolicy:
     delivery_timeout: float
     retry_delay: float
     evolution_every: int = 10
+    reward_retrain_every: int = 25
 
 
 def _check_shape(request: RateRequest) -> dict[str, tuple[int, str, int | None]]:
@@ -153,6 +154,10 @@ async def record_ratings(
         if test_id is not None and await ab_tests.decide_if_complete(conn, test_id):
             decided = test_id
         status = await rounds.on_sample(conn, sample, experiment.id, policy.evolution_every)
+        if sample >= policy.phase_1_target and (
+            (sample - policy.phase_1_target) % policy.reward_retrain_every == 0
+        ):
+            await jobs.enqueue_reward_training(conn, sample)
         if decided is not None:
             if status == "triggered":
                 await rounds.supersede_waiting(conn, sample)

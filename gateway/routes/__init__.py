@@ -26,6 +26,7 @@ ROUTES: list[BaseRoute] = [
     Route("/api/train/history", training.history, methods=["GET"]),
     Route("/api/train/rate", training.rate, methods=["POST"]),
     Route("/api/enhance/train", training.enhance_train, methods=["POST"]),
+    Route("/api/enhance", training.enhance_production, methods=["POST"]),
     Route("/api/prompts", prompts.list_versions, methods=["GET"]),
     Route("/api/prompts/{version}", prompts.show_version, methods=["GET"]),
     Route("/api/prompts/{version}/promote", prompts.promote, methods=["POST"]),

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.auth import current_user
 from gateway.errors import InvalidInput, MalformedRequest, PayloadTooLarge
+from gateway.flows.enhance import EnhancePolicy, enhance
 from gateway.flows.history import training_history
 from gateway.flows.rating import RatingPolicy, record_ratings
 from gateway.flows.status import training_status
@@ -25,10 +26,10 @@ def _ml(state: GatewayState) -> HttpMLClient:
     return HttpMLClient(state.upstreams.ml, study=state.settings.ml_study)
 
 
-async def enhance_train(request: Request) -> Response:
-    user = current_user(request)
-    state = gateway_state(request)
-    limit = state.settings.upload_max_bytes
+async def _upload(
+    request: Request, limit: int
+) -> tuple[bytes, str | None, str | None, dict[str, str]]:
+    """The multipart ``image`` (bytes, filename, declared type) and the text fields."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
         raise PayloadTooLarge(
@@ -45,29 +46,57 @@ async def enhance_train(request: Request) -> Response:
                 "the multipart field 'image' (a file) is required", code="image_required"
             )
         data = await image.read(limit + 1)
-        filename, declared_type = image.filename, image.content_type
-        project = form.get("project_id")
-        mode = form.get("mode")
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        return data, image.filename, image.content_type, fields
+
+
+def _deps(state: GatewayState) -> TrainingDeps:
+    return TrainingDeps(
+        pool=state.pool,
+        store=state.store,
+        ml=_ml(state),
+        providers=state.providers,
+        space=state.search_space,
+        uploads_bucket=state.settings.s3_uploads_bucket,
+        enhanced_bucket=state.settings.s3_enhanced_bucket,
+        max_bytes=state.settings.upload_max_bytes,
+        max_pixels=state.settings.upload_max_pixels,
+        url_ttl=state.settings.object_url_ttl_seconds,
+        ab_slot_ttl=state.settings.ab_slot_ttl_seconds,
+    )
+
+
+async def enhance_train(request: Request) -> Response:
+    user = current_user(request)
+    state = gateway_state(request)
+    data, filename, declared_type, fields = await _upload(request, state.settings.upload_max_bytes)
     body = await train(
-        TrainingDeps(
-            pool=state.pool,
-            store=state.store,
-            ml=_ml(state),
-            providers=state.providers,
-            space=state.search_space,
-            uploads_bucket=state.settings.s3_uploads_bucket,
-            enhanced_bucket=state.settings.s3_enhanced_bucket,
-            max_bytes=limit,
-            max_pixels=state.settings.upload_max_pixels,
-            url_ttl=state.settings.object_url_ttl_seconds,
-            ab_slot_ttl=state.settings.ab_slot_ttl_seconds,
-        ),
+        _deps(state),
         data,
-        project if isinstance(project, str) else None,
-        mode if isinstance(mode, str) else None,
+        fields.get("project_id"),
+        fields.get("mode"),
         user,
         filename=filename,
         declared_type=declared_type,
+    )
+    return JSONResponse(body, status_code=201)
+
+
+async def enhance_production(request: Request) -> Response:
+    """``POST /api/enhance``: the best learned API, parameters and prompt (API.md)."""
+    user = current_user(request)
+    state = gateway_state(request)
+    data, _, _, fields = await _upload(request, state.settings.upload_max_bytes)
+    body = await enhance(
+        _deps(state),
+        EnhancePolicy(
+            candidates=state.settings.enhance_candidates,
+            max_paid_candidates=state.settings.enhance_max_paid_candidates,
+            concurrency=state.settings.render_concurrency,
+        ),
+        data,
+        fields.get("project_id"),
+        user,
     )
     return JSONResponse(body, status_code=201)
 
@@ -89,6 +118,7 @@ async def rate(request: Request) -> Response:
             delivery_timeout=state.settings.ml_delivery_timeout,
             retry_delay=state.settings.ml_delivery_retry_delay,
             evolution_every=state.settings.evolution_every,
+            reward_retrain_every=state.settings.reward_retrain_every,
         ),
         state.exporter,
         images=state.store if state.settings.ml_send_images else None,

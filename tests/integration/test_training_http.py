@@ -371,3 +371,83 @@ async def test_history_filters_by_trainer_and_rating(client: httpx.AsyncClient) 
     assert item["rated_by_name"] == "tina"
     bad = await client.get("/api/train/history", params={"min_rating": "9"})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_rating_filter"
+
+
+async def test_after_phase_1_the_worker_retrains_the_reward_model(
+    settings: Settings, trainer_token: str, ml_url: str, db_pool: asyncpg.Pool[Any]
+) -> None:
+    from gateway import jobs
+    from gateway.adapters.ml_client import HttpMLClient
+    from shared.db.pool import connect
+
+    tuned = settings.model_copy(
+        update={"ml_service_url": ml_url, "phase_1_target": 3, "reward_retrain_every": 3}
+    )
+    app = create_app(tuned)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://gw",
+            headers={"Authorization": f"Bearer {trainer_token}"},
+            timeout=60,
+        ) as gw:
+            for n in range(6):
+                body = (await upload(gw)).json()
+                rated = await gw.post("/api/train/rate", json=ratings_for(body, 1 + n % 3, 5))
+                assert rated.status_code == 200
+    async with db_pool.acquire() as conn:
+        queued = await conn.fetch(
+            "SELECT payload FROM pgqueuer WHERE entrypoint = $1 ORDER BY id", jobs.REWARD_TRAIN
+        )
+    assert [bytes(r["payload"]).decode() for r in queued] == ["3", "6"]
+    conn = await connect(str(settings.database_url))
+    try:
+        async with httpx.AsyncClient(
+            base_url=ml_url, headers={"Authorization": f"Bearer {settings.ml_service_token}"}
+        ) as http:
+            ml = HttpMLClient(http)
+            await jobs.run_worker(conn, ml, drain=True)
+            status = await ml.reward_status()
+    finally:
+        await conn.close()
+    # at sample 3 there were too few samples (the job ends quietly); at 6 the model trained
+    assert status["trained"] is True and status["samples"] == 12
+
+
+async def test_production_enhance_uses_what_was_learned(
+    client: httpx.AsyncClient, settings: Settings, ml_url: str
+) -> None:
+    from gateway.adapters.ml_client import HttpMLClient
+
+    before = await client.post(
+        "/api/enhance", files={"image": ("room.jpg", interior(), "image/jpeg")}
+    )
+    assert before.status_code == 201, before.text
+    first = before.json()
+    assert first["candidates"] == 1 and first["ranked_by"] == "optimizer"
+    assert first["prompt_version"] == "v1.0.0" and first["api"] in ("leonardo", "stable_diffusion")
+    assert (await client.get(first["url"])).status_code == 200
+    for n in range(6):
+        body = (await upload(client)).json()
+        assert (
+            await client.post("/api/train/rate", json=ratings_for(body, 1 + n % 3, 4 + n % 2))
+        ).status_code == 200
+    async with httpx.AsyncClient(
+        base_url=ml_url, headers={"Authorization": f"Bearer {settings.ml_service_token}"}
+    ) as http:
+        await HttpMLClient(http).reward_train()
+    after = (
+        await client.post(
+            "/api/enhance",
+            files={"image": ("room.jpg", interior(), "image/jpeg")},
+            data={"project_id": "shop"},
+        )
+    ).json()
+    assert after["candidates"] == 3 and after["ranked_by"] == "reward_model"
+    assert 1 <= after["predicted_rating"] <= 5 and after["uncertainty"] is not None
+    assert after["project_id"] == "shop"
+    best = (await client.get("/api/train/status")).json()["per_api"][after["api"]]
+    assert after["parameters"] == best["best_parameters"]
+    bad = await client.post("/api/enhance", files={"image": ("x.jpg", b"nope", "image/jpeg")})
+    assert bad.status_code == 415
