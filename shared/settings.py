@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     enhance_candidates: int = Field(default=3, ge=1, le=20)
     enhance_max_paid_candidates: int = Field(default=2, ge=1, le=20)
     render_concurrency: int = Field(default=2, ge=1)
+    active_candidates: int = Field(default=10, ge=2, le=40)
+    active_max_paid_candidates: int = Field(default=2, ge=1, le=40)
+    active_selection: Literal["best_and_uncertain", "top2"] = "best_and_uncertain"
     ml_study: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     ml_host: str = "127.0.0.1"
     ml_port: int = 8001

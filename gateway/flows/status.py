@@ -32,11 +32,18 @@ async def training_status(
         pending = await jobs.pending_jobs(conn, jobs.ML_UPDATE)
         ab_test = await ab_tests.running_view(conn)
         last_round = await evolution.latest(conn)
+        errors = await training.prediction_errors(conn)
     try:
         best: dict[str, Any] = await ml.best()
         reachable = True
     except UpstreamError:
         best, reachable = {}, False
+    reward: dict[str, Any] = {}
+    if reachable:
+        try:
+            reward = await ml.reward_status()
+        except UpstreamError:
+            reward = {}
     per_api: dict[str, Any] = {}
     for api in APIS:
         fig = figures.get(api)
@@ -74,6 +81,17 @@ async def training_status(
             for p in curve
         ],
         "ml_service": {"reachable": reachable, "pending_updates": pending},
+        "reward_model": {
+            "trained": bool(reward.get("trained")),
+            "version": reward.get("version"),
+            "samples": reward.get("samples", 0),
+            "pairwise_accuracy": reward.get("pairwise_accuracy"),
+            "mae": reward.get("mae"),
+            "prediction_errors": errors,
+            "mean_abs_error": (
+                round(sum(abs(e["error"]) for e in errors) / len(errors), 3) if errors else None
+            ),
+        },
     }
 
 

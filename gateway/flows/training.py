@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import logging
 import re
 import secrets
@@ -15,7 +17,7 @@ import asyncpg
 
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
 from gateway.errors import InvalidInput, LatinaError, UnsupportedMediaType, UpstreamError
-from gateway.images import ValidatedImage, decode_upload
+from gateway.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.providers.base import ImageProvider, RenderRequest, RenderResult
 from gateway.repositories import ab_tests, prompts
 from gateway.repositories import experiments as repo
@@ -32,6 +34,17 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 @dataclass(frozen=True)
+class ActivePolicy:
+    """Active learning (phase 2): how many candidates, the cost guard, what to show."""
+
+    candidates: int = 10
+    max_paid: int = 2
+    concurrency: int = 2
+    selection: str = "best_and_uncertain"  # or "top2"
+    phase_1_target: int = 50
+
+
+@dataclass(frozen=True)
 class TrainingDeps:
     pool: asyncpg.Pool[Any]
     store: ObjectStore
@@ -44,6 +57,7 @@ class TrainingDeps:
     max_pixels: int
     url_ttl: int
     ab_slot_ttl: float = 3600.0
+    active: ActivePolicy = ActivePolicy()
 
 
 def new_experiment_id() -> str:
@@ -127,19 +141,21 @@ async def train(
     raises ``UpstreamError`` and leaves nothing behind.
     """
     project = check_project(project_id)
-    if mode not in (None, "", "ab"):
+    if mode not in (None, "", "ab", "active"):
         raise InvalidInput(
-            "mode must be 'ab' (active learning arrives with the reward model)",
+            "mode must be 'ab' (one option per API) or 'active' (K candidates, the reward"
+            " model shows two)",
             code="unsupported_mode",
         )
     image = await asyncio.to_thread(
         decode_upload, upload, max_bytes=deps.max_bytes, max_pixels=deps.max_pixels
     )
     check_declared_type(image.content_type, filename, declared_type)
+    chosen_mode = await choose_mode(deps, mode or None)
     experiment_id = new_experiment_id()
     prompt, claim = await _choose_prompt(deps, experiment_id)
     try:
-        return await _train(deps, image, project, user, experiment_id, prompt, claim)
+        return await _train(deps, image, project, user, experiment_id, prompt, claim, chosen_mode)
     except BaseException:
         if claim is not None:  # no experiment came of it: the A/B slot goes to the next upload
             async with deps.pool.acquire() as conn:
@@ -161,6 +177,186 @@ async def _choose_prompt(
     return prompt, None
 
 
+@dataclass(frozen=True)
+class Pick:
+    """One shown option: which API and suggestion, what rendering gave, what the model said."""
+
+    option: str
+    api: str
+    suggestion: Suggestion
+    result: RenderResult | LatinaError
+    predicted: float | None = None
+    uncertainty: float | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    api: str
+    suggestion: Suggestion
+    result: RenderResult | LatinaError
+    predicted: float | None = None
+    uncertainty: float | None = None
+    shown_as: str | None = None
+
+
+def _request(
+    api: str, image: ValidatedImage, prompt: prompts.PromptVersion, s: Suggestion, seed: int
+) -> RenderRequest:
+    return RenderRequest(
+        api=api,  # type: ignore[arg-type]
+        image=image.data,
+        content_type=image.content_type,
+        width=image.width,
+        height=image.height,
+        prompt=prompt.prompt,
+        negative_prompt=prompt.negative_prompt,
+        parameters=dict(s.parameters),
+        seed=seed,
+    )
+
+
+async def _ab_picks(
+    deps: TrainingDeps, image: ValidatedImage, prompt: prompts.PromptVersion
+) -> list[Pick]:
+    suggestions = await _suggestions(deps)
+    seed = secrets.randbelow(2**31)
+    results = await asyncio.gather(
+        *(
+            _render(deps.providers[api], _request(api, image, prompt, suggestions[api], seed))
+            for _, api in ARMS
+        )
+    )
+    return [
+        Pick(option, api, suggestions[api], result)
+        for (option, api), result in zip(ARMS, results, strict=True)
+    ]
+
+
+async def _active_candidates(
+    deps: TrainingDeps, image: ValidatedImage, prompt: prompts.PromptVersion
+) -> list[Candidate]:
+    """K candidates over both APIs (pending-aware suggestions, so they differ), rendered under
+    a concurrency limit, with at most ``max_paid`` per paid API, then scored."""
+    active = deps.active
+    apis = [api for _, api in ARMS]
+    per_api = {
+        api: min(
+            max(1, active.candidates // len(apis)),
+            active.max_paid if deps.providers[api].name != "local" else active.candidates,
+        )
+        for api in apis
+    }
+    suggestions: list[Suggestion] = []
+    for round_number in range(max(per_api.values())):
+        wanted = [api for api in apis if per_api[api] > round_number]
+        try:
+            suggestions.extend(await deps.ml.suggest(wanted))
+        except UpstreamError:
+            suggestions.extend(fallback_suggestion(deps.space, api) for api in wanted)
+    gate = asyncio.Semaphore(active.concurrency)
+    seed = secrets.randbelow(2**31)
+
+    async def render(s: Suggestion) -> RenderResult | LatinaError:
+        async with gate:
+            return await _render(deps.providers[s.api], _request(s.api, image, prompt, s, seed))
+
+    results = await asyncio.gather(*(render(s) for s in suggestions))
+    candidates = [Candidate(s.api, s, r) for s, r in zip(suggestions, results, strict=True)]
+    return await _score(deps, image, candidates)
+
+
+async def _score(
+    deps: TrainingDeps, image: ValidatedImage, candidates: list[Candidate]
+) -> list[Candidate]:
+    scorable = [c for c in candidates if isinstance(c.result, RenderResult)]
+    if not scorable:
+        return candidates
+    original = base64.b64encode(await asyncio.to_thread(downscaled_jpeg, image.data)).decode()
+    payload = []
+    for index, c in enumerate(candidates):
+        if isinstance(c.result, RenderResult):
+            small = await asyncio.to_thread(downscaled_jpeg, c.result.image)
+            payload.append(
+                {
+                    "id": str(index),
+                    "api": c.api,
+                    "parameters": dict(c.suggestion.parameters),
+                    "image_b64": base64.b64encode(small).decode(),
+                    "original_b64": original,
+                }
+            )
+    try:
+        scores = {s["id"]: s for s in (await deps.ml.reward_score(payload))["scores"]}
+    except UpstreamError as exc:
+        log.warning("reward model unavailable: candidates shown unranked: %s", exc.message)
+        return candidates
+    return [
+        dataclasses.replace(
+            c,
+            predicted=scores[str(i)]["predicted_rating"],
+            uncertainty=scores[str(i)]["uncertainty"],
+        )
+        if str(i) in scores
+        else c
+        for i, c in enumerate(candidates)
+    ]
+
+
+def choose_two(candidates: list[Candidate], selection: str) -> list[Candidate]:
+    """Option A: the predicted best. Option B: the most informative (highest uncertainty) of
+    the rest, or the second best with ``selection == "top2"``. Failed renders are never shown."""
+    ok = [c for c in candidates if isinstance(c.result, RenderResult)]
+    ranked = sorted(ok, key=lambda c: -(c.predicted if c.predicted is not None else 0.0))
+    if not ranked:
+        return []
+    best, rest = ranked[0], ranked[1:]
+    if not rest:
+        return [best]
+    if selection == "top2":
+        return [best, rest[0]]
+    return [best, max(rest, key=lambda c: c.uncertainty or 0.0)]
+
+
+async def _active_picks(
+    deps: TrainingDeps, image: ValidatedImage, prompt: prompts.PromptVersion
+) -> tuple[list[Pick], list[Candidate]]:
+    candidates = await _active_candidates(deps, image, prompt)
+    shown = choose_two(candidates, deps.active.selection)
+    if not shown:
+        failed = [c for c in candidates if isinstance(c.result, LatinaError)]
+        raise UpstreamError(
+            "every candidate failed to render",
+            upstream="image_providers",
+            code="all_providers_failed",
+            details={"errors": [c.result.to_body()["error"] for c in failed[:4]]},  # type: ignore[union-attr]
+        )
+    picks = [
+        Pick(option, c.api, c.suggestion, c.result, c.predicted, c.uncertainty)
+        for option, c in zip(("A", "B"), shown, strict=False)
+    ]
+    marked = [
+        dataclasses.replace(
+            c, shown_as=next((p.option for p in picks if p.suggestion is c.suggestion), None)
+        )
+        for c in candidates
+    ]
+    return picks, marked
+
+
+async def choose_mode(deps: TrainingDeps, mode: str | None) -> str:
+    """``ab`` or ``active``; unset means active once phase 1 is over and a model exists."""
+    if mode in ("ab", "active"):
+        return mode
+    async with deps.pool.acquire() as conn:
+        samples = await conn.fetchval("SELECT samples FROM training_counters WHERE id")
+    if int(samples or 0) < deps.active.phase_1_target:
+        return "ab"
+    try:
+        return "active" if (await deps.ml.reward_status()).get("trained") else "ab"
+    except UpstreamError:
+        return "ab"
+
+
 async def _train(
     deps: TrainingDeps,
     image: ValidatedImage,
@@ -169,35 +365,22 @@ async def _train(
     experiment_id: str,
     prompt: prompts.PromptVersion,
     claim: ab_tests.SlotClaim | None,
+    mode: str,
 ) -> dict[str, Any]:
-    suggestions = await _suggestions(deps)
-    seed = secrets.randbelow(2**31)
-    requests = {
-        api: RenderRequest(
-            api=api,  # type: ignore[arg-type]
-            image=image.data,
-            content_type=image.content_type,
-            width=image.width,
-            height=image.height,
-            prompt=prompt.prompt,
-            negative_prompt=prompt.negative_prompt,
-            parameters=dict(suggestions[api].parameters),
-            seed=seed,
-        )
-        for _, api in ARMS
-    }
-    results = await asyncio.gather(
-        *(_render(deps.providers[api], requests[api]) for _, api in ARMS)
-    )
-    if all(isinstance(r, LatinaError) for r in results):
+    candidates: list[Candidate] = []
+    if mode == "active":
+        picks, candidates = await _active_picks(deps, image, prompt)
+    else:
+        picks = await _ab_picks(deps, image, prompt)
+    if all(isinstance(p.result, LatinaError) for p in picks):
         raise UpstreamError(
             "both image providers failed",
             upstream="image_providers",
             code="all_providers_failed",
             details={
-                api: r.to_body()["error"]
-                for (_, api), r in zip(ARMS, results, strict=True)
-                if isinstance(r, LatinaError)
+                p.api: p.result.to_body()["error"]
+                for p in picks
+                if isinstance(p.result, LatinaError)
             },
         )
     written: list[tuple[str, str]] = []
@@ -206,15 +389,16 @@ async def _train(
         await deps.store.put(deps.uploads_bucket, original_key, image.data, image.content_type)
         written.append((deps.uploads_bucket, original_key))
         rendered: dict[str, repo.RenderedOption] = {}
-        for (option, api), result in zip(ARMS, results, strict=True):
+        for pick in picks:
+            result = pick.result
             if isinstance(result, LatinaError):
                 continue
             key = new_object_key("enhanced", _EXTENSIONS.get(result.content_type, "png"))
             await deps.store.put(deps.enhanced_bucket, key, result.image, result.content_type)
             written.append((deps.enhanced_bucket, key))
-            rendered[option] = repo.RenderedOption(
-                option=option,
-                api=api,
+            rendered[pick.option] = repo.RenderedOption(
+                option=pick.option,
+                api=pick.api,
                 provider=result.provider,
                 image=repo.NewImage(
                     project,
@@ -227,9 +411,9 @@ async def _train(
                     result.height,
                     {"provider": result.metadata},
                 ),
-                parameters=dict(suggestions[api].parameters),
-                suggestion_id=suggestions[api].suggestion_id,
-                strategy=suggestions[api].strategy,
+                parameters=dict(pick.suggestion.parameters),
+                suggestion_id=pick.suggestion.suggestion_id,
+                strategy=pick.suggestion.strategy,
             )
         image_ids: dict[str, int] = {}
         async with deps.pool.acquire() as conn, conn.transaction():
@@ -250,13 +434,25 @@ async def _train(
                 user.id,
             )
             await repo.insert_experiment(
-                conn, experiment_id, project, "ab", original_id, prompt.id, user.id
+                conn, experiment_id, project, mode, original_id, prompt.id, user.id
             )
             for option, chosen in rendered.items():
                 image_ids[option] = await repo.insert_image(
                     conn, chosen.image, original_id, user.id
                 )
                 await repo.insert_option(conn, experiment_id, image_ids[option], chosen, prompt.id)
+            for c in candidates:
+                await repo.insert_candidate(
+                    conn,
+                    experiment_id,
+                    api=c.api,
+                    parameters=dict(c.suggestion.parameters),
+                    suggestion_id=c.suggestion.suggestion_id,
+                    predicted=c.predicted,
+                    uncertainty=c.uncertainty,
+                    shown_as=c.shown_as,
+                    error=c.result.code if isinstance(c.result, LatinaError) else None,
+                )
     except BaseException:
         # nothing half-written: objects stored for a failed experiment are removed again
         for bucket, key in written:
@@ -266,29 +462,32 @@ async def _train(
                 log.warning("could not remove orphan object", extra={"key": key})
         raise
     options = []
-    for (option, api), result in zip(ARMS, results, strict=True):
+    for pick in picks:
         entry: dict[str, Any] = {
-            "option": option,
-            "api": api,
+            "option": pick.option,
+            "api": pick.api,
             "prompt_version": prompt.version,
-            "parameters": suggestions[api].parameters,
-            "strategy": suggestions[api].strategy,
+            "parameters": pick.suggestion.parameters,
+            "strategy": pick.suggestion.strategy,
         }
-        if isinstance(result, LatinaError):
-            entry["provider"] = deps.providers[api].name
-            entry["error"] = result.to_body()["error"]
+        if mode == "active":
+            entry["predicted_rating"] = pick.predicted
+            entry["uncertainty"] = pick.uncertainty
+        if isinstance(pick.result, LatinaError):
+            entry["provider"] = deps.providers[pick.api].name
+            entry["error"] = pick.result.to_body()["error"]
         else:
-            chosen = rendered[option]
-            entry["image_id"] = image_ids[option]
-            entry["provider"] = result.provider
+            chosen = rendered[pick.option]
+            entry["image_id"] = image_ids[pick.option]
+            entry["provider"] = pick.result.provider
             entry["url"] = await deps.store.url(
                 deps.enhanced_bucket, chosen.image.key, deps.url_ttl
             )
         options.append(entry)
-    return {
+    body: dict[str, Any] = {
         "experiment_id": experiment_id,
         "project_id": project,
-        "mode": "ab",
+        "mode": mode,
         "prompt_version": prompt.version,
         "ab_test": (
             {"id": claim.ab_test_id, "slot": claim.slot, "arm": claim.arm} if claim else None
@@ -299,3 +498,6 @@ async def _train(
         },
         "options": options,
     }
+    if mode == "active":
+        body["candidates"] = len(candidates)
+    return body

@@ -257,3 +257,33 @@ async def image_keys(conn: Conn, experiment_id: str) -> dict[str, tuple[str, str
         experiment_id,
     )
     return {r["option"]: (r["s3_bucket"], r["s3_key"]) for r in rows}
+
+
+async def insert_candidate(
+    conn: Conn,
+    experiment_id: str,
+    *,
+    api: str,
+    parameters: dict[str, Any],
+    suggestion_id: str | None,
+    predicted: float | None,
+    uncertainty: float | None,
+    shown_as: str | None,
+    error: str | None,
+) -> None:
+    """One active-learning candidate and what the reward model predicted for it."""
+    await conn.execute(
+        """
+        INSERT INTO experiment_candidates (experiment_id, api, parameters, suggestion_id,
+            predicted_rating, uncertainty, shown_as, error)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        """,
+        experiment_id,
+        api,
+        parameters,
+        suggestion_id,
+        predicted,
+        uncertainty,
+        shown_as,
+        error,
+    )

@@ -78,3 +78,30 @@ async def current_prompt(conn: Conn) -> PromptSummary | None:
     if row is None:
         return None
     return PromptSummary(row["version"], row["performance_score"], row["usage_count"])
+
+
+async def prediction_errors(conn: Conn) -> list[dict[str, Any]]:
+    """Active learning: the reward model's prediction for each shown option beside its rating."""
+    rows = await conn.fetch(
+        """
+        SELECT e.sample_number, c.shown_as AS option, c.api, c.predicted_rating, p.rating
+        FROM experiment_candidates c
+        JOIN experiments e ON e.id = c.experiment_id
+        JOIN parameter_experiments p
+             ON p.experiment_id = c.experiment_id AND p.option = c.shown_as
+        WHERE c.shown_as IS NOT NULL AND c.predicted_rating IS NOT NULL
+          AND p.rating IS NOT NULL AND e.sample_number IS NOT NULL
+        ORDER BY e.sample_number, c.shown_as
+        """
+    )
+    return [
+        {
+            "sample": r["sample_number"],
+            "option": r["option"],
+            "api": r["api"],
+            "predicted": round(r["predicted_rating"], 3),
+            "actual": r["rating"],
+            "error": round(r["rating"] - r["predicted_rating"], 3),
+        }
+        for r in rows
+    ]

@@ -15,7 +15,7 @@ from gateway.flows.enhance import EnhancePolicy, enhance
 from gateway.flows.history import training_history
 from gateway.flows.rating import RatingPolicy, record_ratings
 from gateway.flows.status import training_status
-from gateway.flows.training import TrainingDeps, train
+from gateway.flows.training import ActivePolicy, TrainingDeps, train
 from gateway.state import GatewayState, gateway_state
 from shared.wire.gateway import RateRequest
 
@@ -63,6 +63,13 @@ def _deps(state: GatewayState) -> TrainingDeps:
         max_pixels=state.settings.upload_max_pixels,
         url_ttl=state.settings.object_url_ttl_seconds,
         ab_slot_ttl=state.settings.ab_slot_ttl_seconds,
+        active=ActivePolicy(
+            candidates=state.settings.active_candidates,
+            max_paid=state.settings.active_max_paid_candidates,
+            concurrency=state.settings.render_concurrency,
+            selection=state.settings.active_selection,
+            phase_1_target=state.settings.phase_1_target,
+        ),
     )
 
 

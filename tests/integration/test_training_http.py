@@ -451,3 +451,68 @@ async def test_production_enhance_uses_what_was_learned(
     assert after["parameters"] == best["best_parameters"]
     bad = await client.post("/api/enhance", files={"image": ("x.jpg", b"nope", "image/jpeg")})
     assert bad.status_code == 415
+
+
+async def test_active_learning_renders_candidates_and_shows_the_best_and_most_uncertain(
+    settings: Settings, trainer_token: str, ml_url: str, db_pool: asyncpg.Pool[Any]
+) -> None:
+    from gateway.adapters.ml_client import HttpMLClient
+
+    tuned = settings.model_copy(
+        update={"ml_service_url": ml_url, "phase_1_target": 6, "active_candidates": 4}
+    )
+    app = create_app(tuned)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://gw",
+            headers={"Authorization": f"Bearer {trainer_token}"},
+            timeout=120,
+        ) as gw:
+            for n in range(6):
+                body = (await upload(gw)).json()
+                assert body["mode"] == "ab"  # phase 1
+                rated = await gw.post("/api/train/rate", json=ratings_for(body, 1 + n % 3, 5))
+                assert rated.status_code == 200
+            # phase 1 is over but no reward model yet: still A/B
+            assert (await upload(gw)).json()["mode"] == "ab"
+            async with httpx.AsyncClient(
+                base_url=ml_url, headers={"Authorization": f"Bearer {settings.ml_service_token}"}
+            ) as http:
+                await HttpMLClient(http).reward_train()
+            active = (await upload(gw)).json()  # now active by default
+            assert active["mode"] == "active" and active["candidates"] == 4
+            shown = active["options"]
+            assert [o["option"] for o in shown] == ["A", "B"]
+            assert all(o["predicted_rating"] is not None for o in shown)
+            # A is the predicted best of the four
+            async with db_pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT predicted_rating, uncertainty, shown_as FROM experiment_candidates"
+                    " WHERE experiment_id = $1",
+                    active["experiment_id"],
+                )
+            assert len(rows) == 4
+            best = max(r["predicted_rating"] for r in rows)
+            assert next(r for r in rows if r["shown_as"] == "A")["predicted_rating"] == best
+            rest = [r for r in rows if r["shown_as"] != "A"]
+            most_uncertain = max(r["uncertainty"] for r in rest)
+            assert next(r for r in rows if r["shown_as"] == "B")["uncertainty"] == most_uncertain
+            rated = await gw.post("/api/train/rate", json=ratings_for(active, 4, 2))
+            assert rated.status_code == 200
+            status = (await gw.get("/api/train/status")).json()["reward_model"]
+            assert status["trained"] is True
+            assert [(e["option"], e["actual"]) for e in status["prediction_errors"]] == [
+                ("A", 4),
+                ("B", 2),
+            ]
+            assert status["mean_abs_error"] is not None
+            forced = (
+                await gw.post(
+                    "/api/enhance/train",
+                    files={"image": ("room.jpg", interior(), "image/jpeg")},
+                    data={"mode": "ab"},
+                )
+            ).json()
+            assert forced["mode"] == "ab"
