@@ -54,9 +54,10 @@ migrate: $(STAMP)
 	$(BIN)/latina migrate
 
 ## A simulated trainer rates 50 samples on a fresh local stack: learning curve, prompt
-## lineage, A/B decisions, and demo-output/rating-curve.png.
+## lineage, A/B decisions, and demo-output/rating-curve.png. Past phase 1 (reward model, active
+## learning, prediction error): make demo DEMO_ARGS="--samples 80".
 demo: $(STAMP) $(UI_STAMP)
-	$(BIN)/python -m tests.demo
+	$(BIN)/python -m tests.demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks

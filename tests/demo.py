@@ -13,6 +13,11 @@ look, artificial light, a dark room, no depth), each costing 0.4 stars until the
 addresses it in words of its own vocabulary, and it writes those complaints into low ratings'
 comments. So an evolved prompt that answers its comments can win an A/B test.
 
+Past phase 1 (``--samples 80``; ``make demo DEMO_ARGS="--samples 80"``) the worker trains the
+reward model at sample 50, uploads switch to active learning (candidates scored, the predicted
+best and the most uncertain shown), and the demo reports the model's prediction error over time
+and charts it in ``prediction-error.png``.
+
 Options: ``--samples N`` (default 50), ``--out DIR`` (default ``demo-output``), ``--seed S``;
 ``--url URL --token TOKEN`` drive an already running gateway instead of starting one.
 """
@@ -121,6 +126,9 @@ def local_stack(folder: Path) -> Iterator[tuple[str, str]]:
             "GATEWAY_PORT": str(gateway_port),
             "ML_PORT": str(ml_port),
             "LOG_LEVEL": "WARNING",
+            # phase 2 within a demo's patience: retrain often, render a few candidates
+            "REWARD_RETRAIN_EVERY": "10",
+            "ACTIVE_CANDIDATES": "6",
             "LOG_FORMAT": "text",
         }
     )
@@ -162,7 +170,8 @@ def local_stack(folder: Path) -> Iterator[tuple[str, str]]:
 
 @dataclass
 class Run:
-    curve: list[tuple[int, float, dict[str, int]]] = field(default_factory=list)
+    # sample, mean rating, option -> (api, stars)
+    curve: list[tuple[int, float, dict[str, tuple[str, int]]]] = field(default_factory=list)
     versions_used: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
@@ -184,8 +193,20 @@ def wait_for_evolution(client: httpx.Client, sample: int) -> dict[str, Any]:
     raise SystemExit(f"the evolution of sample {sample} did not finish in {EVOLUTION_WAIT:.0f} s")
 
 
+def wait_for_reward_model(client: httpx.Client) -> dict[str, Any] | None:
+    """After phase 1 the worker trains the reward model; a trainer would take a break."""
+    started = time.monotonic()
+    while time.monotonic() - started < EVOLUTION_WAIT:
+        model = _ok(client.get("/api/train/status"))["reward_model"]
+        if model["trained"]:
+            return dict(model)
+        time.sleep(1.0)
+    return None
+
+
 def train(client: httpx.Client, samples: int, seed: int) -> Run:
     rng = np.random.default_rng(seed)
+    phase_1_target = _ok(client.get("/api/train/status"))["phase_1_target"]
     prompts: dict[str, str] = {}
     run = Run()
     for n in range(1, samples + 1):
@@ -200,12 +221,12 @@ def train(client: httpx.Client, samples: int, seed: int) -> Run:
         if version not in prompts:
             prompts[version] = _ok(client.get(f"/api/prompts/{version}"))["prompt"]
         ratings = []
-        given: dict[str, int] = {}
+        given: dict[str, tuple[str, int]] = {}
         for option in experiment["options"]:
             if "image_id" not in option:
                 continue
             stars, comment = judge(option["api"], option["parameters"], prompts[version], rng)
-            given[option["api"]] = stars
+            given[option["option"]] = (option["api"], stars)
             ratings.append(
                 {
                     "option": option["option"],
@@ -221,15 +242,28 @@ def train(client: httpx.Client, samples: int, seed: int) -> Run:
             )
         )
         sample = body["sample_number"]
-        run.curve.append((sample, sum(given.values()) / len(given), given))
+        run.curve.append((sample, sum(r for _, r in given.values()) / len(given), given))
         run.versions_used.append(version)
         slot = experiment.get("ab_test")
         tag = f" A/B slot {slot['slot']} ({slot['arm']})" if slot else ""
+        if experiment["mode"] == "active":
+            predicted = "/".join(f"{o['predicted_rating']:.1f}" for o in experiment["options"])
+            tag = f" active: {experiment['candidates']} cand., shown {predicted}"
         print(
-            f"  sample {sample:3d}  prompt {version}{tag:24s}  "
-            + "  ".join(f"{api} {r}" for api, r in given.items()),
+            f"  sample {sample:3d}  prompt {version}{tag:30s}  "
+            + "  ".join(f"{o}:{api} {r}" for o, (api, r) in given.items()),
             flush=True,
         )
+        if sample == phase_1_target:
+            trained = wait_for_reward_model(client)
+            line = f"sample {sample}: phase 1 complete; reward model " + (
+                f"{trained['version']} trained on {trained['samples']} observations, "
+                f"held-out pairwise accuracy {trained['pairwise_accuracy']}"
+                if trained
+                else "not trained yet"
+            )
+            run.events.append(line)
+            print("  >> " + line, flush=True)
         evolution = body["prompt_evolution"]
         test = evolution["ab_test"]
         if test and test["status"] == "decided":
@@ -330,6 +364,25 @@ def report(client: httpx.Client, run: Run, out: Path) -> None:
     )
     chart = write_chart(run, values, smooth, best, tests, out)
     print(f"Chart: {chart}")
+    reward = status["reward_model"]
+    if reward["trained"] or reward["prediction_errors"]:
+        print(
+            f"\nReward model (phase 2): {reward['version']}, {reward['samples']} observations, "
+            f"held-out pairwise accuracy {reward['pairwise_accuracy']}, MAE {reward['mae']}"
+        )
+        errors = reward["prediction_errors"]
+        print("Prediction error of the shown options (actual - predicted), over time:")
+        for e in errors:
+            print(
+                f"  sample {e['sample']:3d} {e['option']} {e['api']:17s} predicted "
+                f"{e['predicted']:.2f}  actual {e['actual']}  error {e['error']:+.2f}"
+            )
+        if errors:
+            half = len(errors) // 2 or 1
+            early = sum(abs(e["error"]) for e in errors[:half]) / half
+            late = sum(abs(e["error"]) for e in errors[half:]) / max(1, len(errors) - half)
+            print(f"  mean absolute error: first half {early:.2f}, second half {late:.2f}")
+            print(f"Chart: {write_error_chart(errors, out)}")
 
 
 def write_chart(
@@ -348,7 +401,7 @@ def write_chart(
     samples = [s for s, _, _ in run.curve]
     fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
     for api, colour in (("leonardo", "tab:blue"), ("stable_diffusion", "tab:orange")):
-        points = [(s, g[api]) for s, _, g in run.curve if api in g]
+        points = [(s, r) for s, _, g in run.curve for a, r in g.values() if a == api]
         ax.scatter(
             [p[0] for p in points],
             [p[1] for p in points],
@@ -375,6 +428,31 @@ def write_chart(
     ax.grid(alpha=0.3)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "rating-curve.png"
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.resolve()
+
+
+def write_error_chart(errors: list[dict[str, Any]], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
+    xs = [e["sample"] for e in errors]
+    ys = [e["error"] for e in errors]
+    ax.scatter(xs, ys, s=16, alpha=0.6, label="actual - predicted (shown options)")
+    window = [abs(y) for y in ys]
+    ax.plot(xs, rolling(window, 6), color="black", label="rolling mean absolute error")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("sample")
+    ax.set_ylabel("rating error")
+    ax.set_title("Reward model: prediction error of the options active learning showed")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    path = out / "prediction-error.png"
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
