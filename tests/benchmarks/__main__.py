@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 
-from tests.benchmarks import bench_gateway_auth, bench_ml_optimizer, bench_training
+from tests.benchmarks import bench_gateway_auth, bench_ml_optimizer, bench_reward, bench_training
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -14,11 +14,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke-test sizes (ML: 3 seeds, studies of 10/50; training: 10 uploads, 60 ratings)",
+        help=(
+            "smoke-test sizes (ML: 3 seeds, studies of 10/50; training: 10 uploads, 60 ratings;"
+            " reward: 200 samples, 100 epochs)"
+        ),
     )
     parser.add_argument(
         "--only",
-        choices=["ml", "ml-efficiency", "gateway", "train"],
+        choices=["ml", "ml-efficiency", "gateway", "train", "reward"],
         help="run one benchmark (ml-efficiency: only the optimizer's sample efficiency)",
     )
     args = parser.parse_args(argv)
@@ -30,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     if args.only in (None, "train"):
         asyncio.run(bench_training.main(quick=args.quick))
+    if args.only in (None, "reward"):
+        asyncio.run(bench_reward.main(quick=args.quick))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,15 @@ with the seed prompt. A simulated trainer rates every option from the *image*: a
 computed from the result and its original with measures of its own (CIELAB exposure, contrast,
 cast and chroma; clipping; acutance and noise against the original; gradient structure kept),
 not from ``feature_extraction`` and never from the parameters, which matter only through what
-they do to the picture. A rating is that quality + N(0, 0.5), rounded and clipped to 1..5.
+they do to the picture. The trainer sees the upload beside the options (as in the trainer UI),
+so the true rating is how the result looks plus extra credit for the improvement over the
+original; a star rating is that + N(0, 0.5), rounded and clipped to 1..5.
 
 Reported, for the reward model and the parameters-only baseline trained on the same samples:
 pairwise accuracy on held-out uploads kept apart from training (pairs whose true, noise-free
-ratings differ by >= 1; a predicted tie counts half), MAE against the held-out ratings, the
+ratings differ by >= 1; a predicted tie counts half), over all pairs (most are across uploads,
+where how well the upload was shot dominates) and over the two options of one upload only (the
+parameters' own effect; few pairs, as the engine's options differ little), MAE, the
 model's own internal held-out metric, training time at 200 and 2,000 samples, and scoring
 throughput from image bytes (decode + features + model) and of the model alone.
 """
@@ -22,10 +26,12 @@ import asyncio
 import io
 import json
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +52,7 @@ from ml_service.reward_model import (
     train_parameters_only,
 )
 from shared.search_space import load_search_space
+from shared.settings import Settings
 from tests.benchmarks import simulated_rater
 
 F64 = npt.NDArray[np.float64]
@@ -53,11 +60,11 @@ F64 = npt.NDArray[np.float64]
 APIS: tuple[ApiName, ...] = ("leonardo", "stable_diffusion")
 SEED_PROMPT = Path(__file__).resolve().parents[2] / "prompts" / "versions" / "v1.0.0.json"
 NOISE_SD = 0.5
+IMPROVEMENT_WEIGHT = 2.0
 MIN_GAP = 1.0
 TARGET_ACCURACY = 0.85
 DATA_SEED = 7
 HELD_OUT_SEED_OFFSET = 1_000_000  # held-out uploads come from seeds no training upload uses
-RENDER_CONCURRENCY = 2
 # (width, height): landscape, square and portrait, all under feature_extraction's 512 px.
 SIZES = ((320, 240), (384, 288), (360, 240), (448, 336), (288, 288), (256, 320), (300, 400))
 
@@ -70,7 +77,7 @@ def _say(message: str) -> None:
 
 
 def synthetic_room(seed: int) -> bytes:
-    """A JPEG interior, the same for the same seed: a room box with furniture, badly or well shot."""
+    """A JPEG interior, the same for the same seed: a furnished room, shot well or badly."""
     rng = np.random.default_rng([DATA_SEED, seed])
     width, height = SIZES[int(rng.integers(len(SIZES)))]
     image = Image.new("RGB", (width, height))
@@ -146,11 +153,11 @@ def _shoot(image: Image.Image, rng: np.random.Generator) -> bytes:
     side = rng.uniform(-1, 1)
     x *= (1 - 0.25 * np.abs(xs - side) - 0.15 * ys**2)[..., None]  # light from one side
     shot = rng.choice(["dark", "fine", "bright"], p=[0.35, 0.4, 0.25])
-    gain = {"dark": rng.uniform(0.35, 0.65), "fine": rng.uniform(0.8, 1.05)}.get(
-        str(shot), rng.uniform(1.15, 1.5)
+    gain = {"dark": rng.uniform(0.45, 0.75), "fine": rng.uniform(0.95, 1.2)}.get(
+        str(shot), rng.uniform(1.3, 1.6)
     )
     x = x * gain
-    cast = rng.uniform(-0.15, 0.15, 2)
+    cast = rng.uniform(-0.1, 0.1, 2)
     x *= np.array([1 + cast[0], 1.0, 1 + cast[1]])
     flatten = rng.uniform(0.0, 0.5) if rng.random() < 0.5 else 0.0
     x = x + flatten * (x.mean() - x)
@@ -198,7 +205,7 @@ def _lab(rgb: F64) -> F64:
 
 
 def _acutance(lightness: F64) -> float:
-    """Mean absolute high-pass (L* minus its 5 x 5 box mean) over mean absolute gradient scale."""
+    """Mean absolute high-pass: L* minus its 5 x 5 box mean."""
     return float(np.mean(np.abs(lightness - ndimage.uniform_filter(lightness, 5))))
 
 
@@ -219,9 +226,10 @@ def look(result: bytes, original: bytes) -> View:
     lightness, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     mid = (lightness > 20) & (lightness < 85)
     cast = math.hypot(float(a[mid].mean()), float(b[mid].mean()) - 4.0) if mid.any() else 0.0
+    # noise: robust spread of what a 3 x 3 median removes, where the scene is smooth
     residual = lightness - ndimage.median_filter(lightness, 3)
-    local_var = ndimage.uniform_filter(lightness, 5)
-    flat = np.abs(np.gradient(local_var)[0]) + np.abs(np.gradient(local_var)[1]) < 0.5
+    dy, dx = np.gradient(ndimage.uniform_filter(lightness, 5))
+    flat = np.abs(dy) + np.abs(dx) < 0.5
     noise = float(np.median(np.abs(residual[flat]))) * 1.4826 if flat.sum() > 100 else 0.0
     ours, theirs = _coarse_gradient(lightness).ravel(), _coarse_gradient(base[..., 0]).ravel()
     return View(
@@ -236,19 +244,30 @@ def look(result: bytes, original: bytes) -> View:
     )
 
 
-def true_rating(view: View) -> float:
-    """The noise-free rating, 1..5: five stars less a penalty per visible fault."""
-    faults = (
-        abs(view.lightness - 58.0) / 14.0,  # too dark or too bright
-        max(0.0, 18.0 - view.contrast) / 7.0 + max(0.0, view.contrast - 30.0) / 7.0,
-        max(0.0, view.cast - 3.0) / 6.0,  # colour cast
+def faults(view: View) -> tuple[float, ...]:
+    """Each visible fault in stars: 1 is a fault that costs a whole star."""
+    return (
+        abs(view.lightness - 55.0) / 15.0,  # too dark or too bright
+        max(0.0, 14.0 - view.contrast) / 7.0 + max(0.0, view.contrast - 28.0) / 7.0,
+        max(0.0, view.cast - 4.0) / 6.0,  # colour cast
         max(0.0, 10.0 - view.chroma) / 8.0 + max(0.0, view.chroma - 28.0) / 6.0,
         view.clipped * 6.0,  # blown highlights and crushed shadows
         max(0.0, -view.acutance) * 1.5 + max(0.0, view.acutance - 1.5),  # softened / crunchy
         max(0.0, view.noise - 0.8) / 1.0,
         max(0.0, 0.95 - view.structure) * 6.0,  # the room's layout drifted
     )
-    return min(max(5.0 - sum(faults), 1.0), 5.0)
+
+
+def true_rating(result: View, original: View) -> float:
+    """The noise-free rating, 1..5: how the result looks, and how much better than the original.
+
+    The trainer sees the upload beside the options, so a visible improvement earns more than
+    its share of the absolute look: each star gained over the original counts
+    ``1 + IMPROVEMENT_WEIGHT`` times.
+    """
+    looks = 5.0 - sum(faults(result))
+    gained = looks - (5.0 - sum(faults(original)))
+    return min(max(looks + IMPROVEMENT_WEIGHT * gained, 1.0), 5.0)
 
 
 def star_rating(true: float, rng: np.random.Generator) -> int:
@@ -258,3 +277,326 @@ def star_rating(true: float, rng: np.random.Generator) -> int:
 def _rgb(data: bytes) -> F64:
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+
+
+# --- the rated data set --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RatedOption:
+    upload: int
+    api: ApiName
+    parameters: dict[str, float | int]
+    features: npt.NDArray[np.float32]
+    true: float
+    stars: int
+    render_seconds: float
+    image: bytes | None  # kept for the held-out uploads only, to time scoring from bytes
+    original: bytes | None
+
+
+def _seed_prompt() -> tuple[str, str]:
+    seed = json.loads(SEED_PROMPT.read_text())
+    return seed["prompt"], seed["negative_prompt"]
+
+
+def rated_upload(upload: int, keep_images: bool = False) -> list[RatedOption]:
+    """One upload's two options, rendered, rated and featurized (runs in a worker process)."""
+    original = synthetic_room(upload)
+    rng = np.random.default_rng([DATA_SEED, upload, 1])
+    prompt, negative = _seed_prompt()
+    with Image.open(io.BytesIO(original)) as image:
+        width, height = image.size
+    requests = [
+        RenderRequest(
+            api=api,
+            image=original,
+            content_type="image/jpeg",
+            width=width,
+            height=height,
+            prompt=prompt,
+            negative_prompt=negative,
+            parameters=simulated_rater.random_parameters(api, rng),
+            seed=int(rng.integers(2**31)),
+        )
+        for api in APIS
+    ]
+    engine = LocalEngine()
+
+    async def render(request: RenderRequest) -> tuple[bytes, float]:
+        started = time.perf_counter()
+        result = await engine.render(request)
+        return result.image, time.perf_counter() - started
+
+    base_view = look(original, original)
+    base_pixels = feature_extraction.decode(original)
+    options = []
+    for request in requests:
+        image, seconds = asyncio.run(render(request))
+        true = true_rating(look(image, original), base_view)
+        options.append(
+            RatedOption(
+                upload=upload,
+                api=request.api,
+                parameters=request.parameters,
+                features=feature_extraction.extract(feature_extraction.decode(image), base_pixels),
+                true=true,
+                stars=star_rating(true, rng),
+                render_seconds=seconds,
+                image=image if keep_images else None,
+                original=original if keep_images else None,
+            )
+        )
+    return options
+
+
+async def rated_data_set(
+    uploads: Sequence[int], keep_images: bool, workers: int, label: str
+) -> list[RatedOption]:
+    """``rated_upload`` for every upload on a pool of spawned processes, in upload order."""
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    done: dict[int, list[RatedOption]] = {}
+    # spawn, not fork: the parent has imported torch, whose thread pools do not survive a fork
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [loop.run_in_executor(pool, rated_upload, u, keep_images) for u in uploads]
+        step = max(50, len(uploads) // 10)
+        for future in asyncio.as_completed(futures):
+            options = await future
+            done[options[0].upload] = options
+            if len(done) % step == 0 or len(done) == len(uploads):
+                _say(
+                    f"  {label}: {len(done)}/{len(uploads)} uploads, {2 * len(done)} images "
+                    f"rendered, rated and featurized ({time.perf_counter() - started:.0f} s)"
+                )
+    return [option for u in uploads for option in done[u]]
+
+
+def _samples(options: Sequence[RatedOption]) -> list[Sample]:
+    return [
+        Sample(
+            features=o.features,
+            api=o.api,
+            parameters=o.parameters,
+            rating=float(o.stars),
+            group=f"upload-{o.upload}",
+        )
+        for o in options
+    ]
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float  # all held-out pairs with a true gap >= MIN_GAP
+    pairs: int
+    within_accuracy: float  # only the two options of one upload
+    within_pairs: int
+    mae: float  # against the held-out star ratings
+    mae_true: float  # against the noise-free ratings
+
+
+def pairwise_accuracy(
+    true: F64, predicted: F64, groups: npt.NDArray[np.int64], within: bool
+) -> tuple[float, int]:
+    """Share of pairs (true gap >= ``MIN_GAP``) ordered as the truth orders them; ties half."""
+    i, j = np.triu_indices(len(true), k=1)
+    keep = np.abs(true[i] - true[j]) >= MIN_GAP
+    if within:
+        keep &= groups[i] == groups[j]
+    i, j = i[keep], j[keep]
+    if not len(i):
+        return math.nan, 0
+    diff = predicted[i] - predicted[j]
+    right = np.where(diff == 0, 0.5, np.sign(diff) == np.sign(true[i] - true[j]))
+    return float(right.mean()), len(i)
+
+
+def evaluate(model: RewardModel, held_out: Sequence[RatedOption]) -> Evaluation:
+    predicted = np.array([p.rating for p in model.predict(_samples(held_out))])
+    true = np.array([o.true for o in held_out])
+    stars = np.array([o.stars for o in held_out], dtype=np.float64)
+    groups = np.array([o.upload for o in held_out], dtype=np.int64)
+    accuracy, pairs = pairwise_accuracy(true, predicted, groups, within=False)
+    within, within_pairs = pairwise_accuracy(true, predicted, groups, within=True)
+    return Evaluation(
+        accuracy,
+        pairs,
+        within,
+        within_pairs,
+        float(np.abs(predicted - stars).mean()),
+        float(np.abs(predicted - true).mean()),
+    )
+
+
+@dataclass(frozen=True)
+class SizeResult:
+    n_samples: int
+    model: RewardModel
+    baseline: RewardModel
+    seconds: float
+    baseline_seconds: float
+    ours: Evaluation
+    theirs: Evaluation
+
+
+def train_at(
+    size: int, options: Sequence[RatedOption], held_out: Sequence[RatedOption], config: TrainConfig
+) -> SizeResult:
+    samples = _samples(options[:size])
+    space = load_search_space()
+    started = time.perf_counter()
+    model = train(samples, space, config)
+    seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    baseline = train_parameters_only(samples, space, config)
+    baseline_seconds = time.perf_counter() - started
+    return SizeResult(
+        size,
+        model,
+        baseline,
+        seconds,
+        baseline_seconds,
+        evaluate(model, held_out),
+        evaluate(baseline, held_out),
+    )
+
+
+def _internal(model: RewardModel) -> str:
+    m = model.metrics
+    accuracy = "  -  " if m.pairwise_accuracy is None else f"{m.pairwise_accuracy:.3f}"
+    mae = "  -  " if m.mae is None else f"{m.mae:.3f}"
+    return f"{accuracy} / {mae} ({m.n_test} samples, {m.pairs_tested} pairs)"
+
+
+SIZE_HEADER = (
+    f"  {'':<32}{'pairwise':>9} {'pairs':>7}  {'in-upload':>9} {'pairs':>5}  {'MAE':>5}"
+    f"  {'vs true':>7}  {'train':>8}   internal split: accuracy / MAE"
+)
+
+
+def _size_lines(r: SizeResult) -> list[str]:
+    lines = [SIZE_HEADER]
+    for name, e, model, seconds in (
+        (f"{r.n_samples} samples, reward model", r.ours, r.model, r.seconds),
+        (f"{r.n_samples} samples, parameters only", r.theirs, r.baseline, r.baseline_seconds),
+    ):
+        lines.append(
+            f"  {name:<32}{e.accuracy:>9.3f} {e.pairs:>7}  {e.within_accuracy:>9.3f} "
+            f"{e.within_pairs:>5}  {e.mae:>5.3f}  {e.mae_true:>7.3f}  {seconds:>6.2f} s   "
+            f"{_internal(model)}"
+        )
+    return lines
+
+
+# --- throughput ----------------------------------------------------------------------------
+
+
+def scoring_throughput(model: RewardModel, held_out: Sequence[RatedOption]) -> list[str]:
+    """Images per second: from bytes (decode + features + model), and the model alone."""
+    images = [o for o in held_out if o.image is not None and o.original is not None][:200]
+    started = time.perf_counter()
+    for o in images:
+        assert o.image is not None and o.original is not None
+        features = feature_extraction.extract_bytes(o.image, o.original)
+        model.predict([Candidate(features, o.api, o.parameters)])
+    end_to_end = len(images) / (time.perf_counter() - started)
+
+    candidates = [Candidate(o.features, o.api, o.parameters) for o in held_out]
+    started = time.perf_counter()
+    for c in candidates:
+        model.predict([c])
+    one_by_one = len(candidates) / (time.perf_counter() - started)
+    rounds = 20
+    started = time.perf_counter()
+    for _ in range(rounds):
+        model.predict(candidates)
+    batched = rounds * len(candidates) / (time.perf_counter() - started)
+    rows = (
+        (f"from bytes, one per call ({len(images)} images)", end_to_end),
+        ("model only, one per call", one_by_one),
+        (f"model only, batches of {len(candidates)}", batched),
+    )
+    return [f"  {label:<38}{rate:>10.1f} images/s" for label, rate in rows] + [
+        "  (from bytes = decode the PNG result and the JPEG original, features, model)"
+    ]
+
+
+async def main(quick: bool = False) -> None:
+    # as the ML service runs it: its default thread count, not torch's one-per-core
+    threads = torch.get_num_threads()
+    torch.set_num_threads(Settings.model_fields["torch_num_threads"].default)
+    try:
+        await _run(quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+async def _run(quick: bool) -> None:
+    run_started = time.perf_counter()
+    sizes = (200,) if quick else (200, 2000)
+    n_held_out = 100 if quick else 500
+    config = TrainConfig(epochs=100) if quick else TrainConfig()
+    workers = max(1, min(4, os.cpu_count() or 1))
+    mode = "quick" if quick else "full"
+    _say(f"reward model benchmark ({mode})")
+    _say(
+        f"data: {max(sizes) // 2} training uploads and {n_held_out} held-out uploads, two "
+        f"options each, rendered by LocalEngine with the seed prompt on {workers} processes"
+    )
+    started = time.perf_counter()
+    options = await rated_data_set(range(max(sizes) // 2), False, workers, "training")
+    held_out = await rated_data_set(
+        range(HELD_OUT_SEED_OFFSET, HELD_OUT_SEED_OFFSET + n_held_out), True, workers, "held out"
+    )
+    data_seconds = time.perf_counter() - started
+    everything = [*options, *held_out]
+    render = np.array([o.render_seconds for o in everything])
+    true = np.array([o.true for o in everything])
+    stars = np.bincount([o.stars for o in everything], minlength=6)[1:]
+    within_gaps = np.abs(true[0::2] - true[1::2])
+
+    # torch's first fit pays one-off set-up costs that no later retrain does
+    train(_samples(options[:20]), load_search_space(), TrainConfig(epochs=2, members=1))
+    results: list[SizeResult] = []
+    for size in sizes:
+        _say(f"training at {size} samples ({config.epochs} epochs, {config.members} members)")
+        results.append(train_at(size, options, held_out, config))
+        _say("\n".join(_size_lines(results[-1])))
+    _say(f"scoring throughput (the {sizes[-1]}-sample model)")
+    throughput = scoring_throughput(results[-1].model, held_out)
+    _say("\n".join(throughput))
+
+    best = results[-1]
+    met = best.ours.accuracy >= TARGET_ACCURACY and best.ours.accuracy > best.theirs.accuracy
+    summary = [
+        "",
+        "=" * 100,
+        f"reward model benchmark summary ({mode} run)",
+        "=" * 100,
+        f"data: {len(everything)} images from {len(everything) // 2} synthetic uploads in "
+        f"{data_seconds:.0f} s on {workers} processes ({len(everything) / data_seconds:.1f} "
+        f"images/s rendered, rated and featurized); LocalEngine render p50 "
+        f"{np.median(render) * 1000:.0f} ms, p95 {np.percentile(render, 95) * 1000:.0f} ms",
+        f"  true ratings mean {true.mean():.2f} sd {true.std():.2f}; stars 1-5: "
+        + " ".join(str(n) for n in stars)
+        + f"; options of one upload {MIN_GAP:g}+ apart: {np.mean(within_gaps >= MIN_GAP):.0%}",
+        f"held out: {len(held_out)} images of {n_held_out} uploads never trained on; pairwise = "
+        f"all pairs whose true ratings differ by >= {MIN_GAP:g}, across and within uploads; "
+        "torch threads "
+        f"{torch.get_num_threads()}",
+        *_size_lines(results[0]),
+        *(line for r in results[1:] for line in _size_lines(r)[1:]),
+        f"scoring throughput (the {sizes[-1]}-sample model)",
+        *throughput,
+        f"  target: held-out pairwise accuracy >= {TARGET_ACCURACY} and above the "
+        f"parameters-only baseline: {'MET' if met else 'NOT MET'} "
+        f"({best.ours.accuracy:.2f} vs baseline {best.theirs.accuracy:.2f}, "
+        f"at {best.n_samples} samples)",
+        f"total time {time.perf_counter() - run_started:.0f} s",
+        "=" * 100,
+    ]
+    _say("\n".join(summary))
