@@ -61,7 +61,77 @@ async def test_the_dashboard_draws_its_charts_from_the_rated_samples(
     lineage = page.get_by_test_id("lineage")
     await expect(lineage).to_contain_text("v1.0.0")
     await expect(lineage.locator(".badge.current")).to_have_text("current")
+
+    assert status["reward_model"]["trained"] is False
+    await expect(page.get_by_test_id("rm-trained")).to_have_text(
+        "Not trained yet (it trains after phase 1)"
+    )
+    await expect(page.get_by_test_id("rm-empty")).to_have_text(
+        "No active-learning samples yet: the reward model's predictions appear here once "
+        "phase 2 shows candidates."
+    )
+    await expect(page.locator("#rm-error-chart")).to_be_hidden()
     await screenshot(page, "dashboard")
+
+
+async def test_the_dashboard_charts_the_reward_models_prediction_errors(
+    page: Page, site: Site
+) -> None:
+    ratings = [{"A": 2, "B": 4}, {"A": 5, "B": 3}]
+    predictions = [{"A": 3.5, "B": 3.0}, {"A": 4.25, "B": 3.5}]
+    ids = [(await site.rated_sample(r))["experiment_id"] for r in ratings]
+    async with site.pool.acquire() as conn:
+        for experiment_id, predicted in zip(ids, predictions, strict=True):
+            # the two shown options, as phase 2 records them, and a candidate left unshown
+            await conn.execute(
+                """
+                INSERT INTO experiment_candidates
+                    (experiment_id, api, parameters, predicted_rating, shown_as)
+                SELECT experiment_id, api, parameters,
+                       CASE option WHEN 'A' THEN $2::float8 ELSE $3::float8 END, option
+                FROM parameter_experiments WHERE experiment_id = $1
+                UNION ALL
+                SELECT experiment_id, api, parameters, 1.0, NULL
+                FROM parameter_experiments WHERE experiment_id = $1 AND option = 'A'
+                """,
+                experiment_id,
+                predicted["A"],
+                predicted["B"],
+            )
+        samples = [
+            await conn.fetchval("SELECT sample_number FROM experiments WHERE id = $1", i)
+            for i in ids
+        ]
+    errors = [
+        {"x": sample, "y": rated[o] - predicted[o]}
+        for sample, rated, predicted in zip(samples, ratings, predictions, strict=True)
+        for o in ("A", "B")
+    ]
+    assert [e["y"] for e in errors] == [-1.5, 1.0, 0.75, -0.5]
+    async with site.client() as client:
+        reward = (await client.get("/api/train/status")).json()["reward_model"]
+    assert [(e["sample"], e["error"]) for e in reward["prediction_errors"]] == [
+        (e["x"], e["y"]) for e in errors
+    ]
+
+    await log_in(page, "/dashboard")
+    await page.wait_for_selector("body[data-loaded]")
+    await expect(page.get_by_test_id("rm-trained")).to_have_text(
+        "Not trained yet (it trains after phase 1)"
+    )
+    await expect(page.get_by_test_id("rm-empty")).to_be_hidden()
+    await expect(page.locator("#rm-live-mae")).to_have_text("0.94")  # (1.5+1+0.75+0.5)/4
+    drawn = await page.evaluate(
+        """() => Chart.getChart(document.getElementById("rm-error-chart")).data.datasets
+            .map((d) => ({label: d.label, points: d.data.map((p) => ({x: p.x, y: p.y}))}))"""
+    )
+    *per_api, rolling = drawn
+    shown = sorted((p for d in per_api for p in d["points"]), key=lambda p: (p["x"], p["y"]))
+    assert shown == sorted(errors, key=lambda p: (p["x"], p["y"]))
+    assert rolling["label"].startswith("mean absolute error")
+    assert rolling["points"] == [{"x": samples[0], "y": 1.25}, {"x": samples[1], "y": 0.9375}]
+    assert await page.evaluate(PAINTED_PIXELS, "rm-error-chart") > 1000, "the chart is blank"
+    await screenshot(page, "dashboard-reward-model")
 
 
 async def test_history_shows_the_rated_experiment_with_its_comment_as_text(

@@ -1,5 +1,5 @@
-// The learning dashboard: charts (Chart.js, from npm) and tables over /api/train/status,
-// /api/prompts and /api/ab_tests.
+// The learning dashboard: charts (Chart.js, from npm) and tables over /api/train/status
+// (including the phase 2 reward model and its prediction errors), /api/prompts and /api/ab_tests.
 "use strict";
 
 (function () {
@@ -221,6 +221,96 @@
     }
   }
 
+  const finite = (v) => typeof v === "number" && Number.isFinite(v);
+
+  /** Per distinct sample: the mean |error| over the shown options of the last `size` samples. */
+  function rollingAbsError(points, size) {
+    const samples = [...new Set(points.map((p) => p.sample))];
+    return samples.map((sample, i) => {
+      const recent = new Set(samples.slice(Math.max(0, i - size + 1), i + 1));
+      const errors = points.filter((p) => recent.has(p.sample)).map((p) => Math.abs(p.error));
+      return { x: sample, y: errors.reduce((a, b) => a + b, 0) / errors.length };
+    });
+  }
+
+  function renderRewardModel(reward) {
+    const trained = reward.trained === true;
+    $("rm-trained").textContent = trained ? "trained" : "Not trained yet (it trains after phase 1)";
+    $("rm-trained").classList.toggle("pending", !trained);
+    $("rm-version").textContent = reward.version ? String(reward.version) : "–";
+    $("rm-samples").textContent = String(reward.samples ?? "–");
+    $("rm-accuracy").textContent = finite(reward.pairwise_accuracy)
+      ? `${(reward.pairwise_accuracy * 100).toFixed(1)} %`
+      : "–";
+    $("rm-mae").textContent = fmt.rating(reward.mae);
+    $("rm-live-mae").textContent = fmt.rating(reward.mean_abs_error);
+    $("rm-window").textContent = String(ROLLING);
+
+    const points = (Array.isArray(reward.prediction_errors) ? reward.prediction_errors : [])
+      .filter((p) => p && finite(p.sample) && finite(p.error));
+    $("rm-empty").hidden = points.length > 0;
+    $("rm-chart").hidden = points.length === 0;
+    if (points.length === 0) return;
+    const apis = [...new Set(points.map((p) => p.api || "unknown"))];
+    drawChart("rm-error-chart", {
+      type: "scatter",
+      data: {
+        datasets: [
+          ...apis.map((a) => ({
+            label: `${apiName(a)}: rating − predicted`,
+            data: points.filter((p) => (p.api || "unknown") === a).map((p) => ({
+              x: p.sample,
+              y: p.error,
+              option: p.option,
+              predicted: p.predicted,
+              actual: p.actual,
+            })),
+            borderColor: COLORS[a] || COLORS.rating,
+            backgroundColor: COLORS[a] || COLORS.rating,
+            pointRadius: 4,
+            pointHoverRadius: 6,
+          })),
+          {
+            label: `mean absolute error (last ${ROLLING} samples)`,
+            data: rollingAbsError(points, ROLLING),
+            borderColor: COLORS.predicted,
+            backgroundColor: COLORS.predicted,
+            showLine: true,
+            pointRadius: 0,
+            tension: 0.25,
+          },
+        ],
+      },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        plugins: {
+          tooltip: {
+            callbacks: {
+              label: (ctx) => {
+                const r = ctx.raw || {};
+                return r.option === undefined
+                  ? `${ctx.dataset.label}: ${fmt.rating(r.y)}`
+                  : `sample ${r.x}, option ${r.option}: rated ${r.actual ?? "?"}, ` +
+                    `predicted ${fmt.rating(r.predicted)} (error ${fmt.rating(r.y)})`;
+              },
+            },
+          },
+        },
+        scales: {
+          // offset: the first and last samples' points are not cut in half by the chart's edge
+          x: {
+            type: "linear",
+            offset: true,
+            ticks: { precision: 0 },
+            title: { display: true, text: "sample" },
+          },
+          y: { suggestedMin: -2, suggestedMax: 2, title: { display: true, text: "rating − predicted" } },
+        },
+      },
+    });
+  }
+
   function abTestLine(test) {
     const versions = test.versions || {};
     const figures = [test.old, test.new].map((v) => {
@@ -346,6 +436,7 @@
       renderBest(s.per_api || {});
       renderImportance(s.per_api || {});
       renderHealth(s);
+      renderRewardModel(s.reward_model || {});
       if (library.status === "fulfilled") {
         renderPrompts(s, library.value, abTests.status === "fulfilled" ? abTests.value : { items: [] });
       }
