@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 
 import jsonschema
+import pytest
 
 from gateway.evolution.export import ObjectStoreSink, PromptExporter
 from gateway.repositories.prompts import PROMPTS_DIR
 from shared.settings import Settings
 from shared.storage import S3ObjectStore
+from tests.integration.storage.conftest import REGION, S3Server
 
 SCHEMA = json.loads((PROMPTS_DIR / "schema.json").read_text())
 
@@ -45,9 +48,20 @@ async def test_versions_current_and_experiments_land_under_the_prefix(
     assert record["winner"] == "v1.0.1"
 
 
-async def test_an_unreachable_bucket_is_logged_not_raised(s3_store: S3ObjectStore) -> None:
-    exporter = PromptExporter(ObjectStoreSink(s3_store, "latina-no-such-bucket-x", "p/"))
-    await exporter.current("v1.0.0")  # the database stays the source of truth: no exception
+async def test_a_refused_write_is_logged_not_raised(
+    s3_server: S3Server, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with S3ObjectStore.open(
+        endpoint_url=s3_server.endpoint_url,
+        region=REGION,
+        access_key_id=s3_server.access_key_id,
+        secret_access_key="not-the-secret",
+    ) as refused:
+        exporter = PromptExporter(ObjectStoreSink(refused, s3_bucket, "p/"))
+        with caplog.at_level(logging.ERROR, logger="latina.prompts.export"):
+            await exporter.current("v1.0.0")  # the database stays the source of truth
+    failed = [r for r in caplog.records if r.getMessage() == "prompt library export failed"]
+    assert len(failed) == 1 and getattr(failed[0], "file", None) == "current.json"
 
 
 def test_settings_choose_the_sink(tmp_path: object) -> None:
