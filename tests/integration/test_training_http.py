@@ -416,6 +416,25 @@ async def test_after_phase_1_the_worker_retrains_the_reward_model(
 
 
 async def test_production_enhance_uses_what_was_learned(
+    settings: Settings, trainer_token: str, ml_url: str, db_pool: asyncpg.Pool[Any]
+) -> None:
+    # a patient ML timeout: on a busy machine /ml/best may need a GP fit, and a timeout would
+    # (by design) fall back to space-filling parameters, which is not what this test is about
+    app = create_app(
+        settings.model_copy(update={"ml_service_url": ml_url, "ml_service_timeout": 60})
+    )
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://gw",
+            headers={"Authorization": f"Bearer {trainer_token}"},
+            timeout=120,
+        ) as client:
+            await _enhance_uses_what_was_learned(client, settings, ml_url, db_pool)
+
+
+async def _enhance_uses_what_was_learned(
     client: httpx.AsyncClient, settings: Settings, ml_url: str, db_pool: asyncpg.Pool[Any]
 ) -> None:
     from gateway.adapters.ml_client import HttpMLClient
@@ -465,7 +484,12 @@ async def test_active_learning_renders_candidates_and_shows_the_best_and_most_un
     from gateway.adapters.ml_client import HttpMLClient
 
     tuned = settings.model_copy(
-        update={"ml_service_url": ml_url, "phase_1_target": 6, "active_candidates": 4}
+        update={
+            "ml_service_url": ml_url,
+            "ml_service_timeout": 60,  # a busy machine must not turn the ML calls into fallbacks
+            "phase_1_target": 6,
+            "active_candidates": 4,
+        }
     )
     app = create_app(tuned)
     async with LifespanManager(app) as manager:
