@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import jobs
 from gateway.adapters.ml_client import HttpMLClient
@@ -29,6 +31,7 @@ from gateway.routes import ROUTES
 from gateway.state import GatewayState, Upstreams
 from gateway.web.security import SecurityHeadersMiddleware
 from gateway.web.session import COOKIE
+from shared.aws.sigv4 import SigV4Auth
 from shared.db.pool import connect, create_pool
 from shared.db.setup import database_dsn
 from shared.observability import (
@@ -47,14 +50,34 @@ log = logging.getLogger("latina.gateway")
 
 
 def _client(
-    base_url: str, timeout: float, headers: dict[str, str] | None = None
+    base_url: str,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    auth: httpx.Auth | None = None,
 ) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         headers=headers or {},
+        auth=auth,
         event_hooks={"request": [forward_request_id]},
         follow_redirects=False,
+    )
+
+
+def ml_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The client for the ML service: bearer token, or SigV4 plus the token in its own header."""
+    if settings.ml_service_auth == "iam":
+        return _client(
+            settings.ml_service_url,
+            settings.ml_service_timeout,
+            {"X-Latina-Service-Token": settings.ml_service_token},
+            auth=SigV4Auth(settings.aws_region),
+        )
+    return _client(
+        settings.ml_service_url,
+        settings.ml_service_timeout,
+        {"Authorization": f"Bearer {settings.ml_service_token}"},
     )
 
 
@@ -70,11 +93,7 @@ def _upstreams(settings: Settings) -> Upstreams:
         else {}
     )
     return Upstreams(
-        ml=_client(
-            settings.ml_service_url,
-            settings.ml_service_timeout,
-            {"Authorization": f"Bearer {settings.ml_service_token}"},
-        ),
+        ml=ml_http_client(settings),
         leonardo=_client(settings.leonardo_base_url, settings.leonardo_timeout, leonardo_headers),
         replicate=_client(
             settings.replicate_base_url, settings.replicate_timeout, replicate_headers
@@ -110,68 +129,121 @@ async def _worker(
     stack.push_async_callback(stop)
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What ``open_gateway`` opened: the request state and what a worker needs besides."""
+
+    state: GatewayState
+    dsn: str
+    ml: HttpMLClient
+    evolution: rounds.EvolutionDeps
+
+
+async def open_gateway(
+    settings: Settings,
+    stack: AsyncExitStack,
+    metrics: HttpMetrics,
+    *,
+    store: ObjectStore | None = None,
+    providers: dict[str, ImageProvider] | None = None,
+) -> Opened:
+    """Open the pool, object store and upstream clients; ``stack`` closes them."""
+    dsn = await database_dsn(settings)
+    pool = await create_pool(
+        dsn,
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+        command_timeout=settings.database_command_timeout,
+    )
+    stack.push_async_callback(pool.close)
+    object_store = store
+    if object_store is None:
+        object_store = await stack.enter_async_context(open_object_store(settings))
+    upstreams = _upstreams(settings)
+    for client in (upstreams.ml, upstreams.leonardo, upstreams.replicate, upstreams.downloads):
+        stack.push_async_callback(client.aclose)
+    await _seed_prompts(pool)
+    evolution = rounds.build_deps(settings, pool, object_store)
+    stack.push_async_callback(evolution.aclose)
+    async with pool.acquire() as conn:
+        await evolution.exporter.sync(conn)
+    state = GatewayState(
+        settings=settings,
+        pool=pool,
+        store=object_store,
+        upstreams=upstreams,
+        metrics=metrics,
+        providers=providers or build_providers(settings, upstreams),
+        search_space=load_search_space(settings.search_space_file),
+        exporter=evolution.exporter,
+    )
+    return Opened(state, dsn, HttpMLClient(upstreams.ml, study=settings.ml_study), evolution)
+
+
+class OpenOnFirstRequest:
+    """ASGI middleware for Lambda, where Mangum runs with ``lifespan="off"``: the gateway's
+    resources open on the first request and live as long as the container and its event loop."""
+
+    def __init__(self, app: ASGIApp, open_state: Callable[[], Awaitable[GatewayState]]) -> None:
+        self.app = app
+        self._open_state = open_state
+        self._state: GatewayState | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if self._state is None:
+                async with self._lock:
+                    if self._state is None:
+                        self._state = await self._open_state()
+            scope["state"] = {**scope.get("state", {}), "gateway": self._state}
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
     store: ObjectStore | None = None,
     providers: dict[str, ImageProvider] | None = None,
+    lazy: bool = False,
 ) -> Starlette:
-    """Build the gateway. ``store`` and ``providers`` replace those from settings (tests)."""
+    """Build the gateway. ``store`` and ``providers`` replace those from settings (tests).
+
+    With ``lazy`` (the Lambda handler) nothing opens at start-up: the first request opens the
+    resources and nothing closes them; otherwise the lifespan opens and closes them, and runs the
+    job worker in this process when ``GATEWAY_WORKER`` says so.
+    """
     metrics = HttpMetrics("latina_gateway")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, GatewayState]]:
-        dsn = await database_dsn(settings)
         async with AsyncExitStack() as stack:
-            pool = await create_pool(
-                dsn,
-                min_size=settings.database_pool_min,
-                max_size=settings.database_pool_max,
-                command_timeout=settings.database_command_timeout,
-            )
-            stack.push_async_callback(pool.close)
-            object_store = store
-            if object_store is None:
-                object_store = await stack.enter_async_context(open_object_store(settings))
-            upstreams = _upstreams(settings)
-            for client in (
-                upstreams.ml,
-                upstreams.leonardo,
-                upstreams.replicate,
-                upstreams.downloads,
-            ):
-                stack.push_async_callback(client.aclose)
-            await _seed_prompts(pool)
-            evolution = rounds.build_deps(settings, pool, object_store)
-            stack.push_async_callback(evolution.aclose)
-            async with pool.acquire() as conn:
-                await evolution.exporter.sync(conn)
-            ml = HttpMLClient(upstreams.ml, study=settings.ml_study)
+            opened = await open_gateway(settings, stack, metrics, store=store, providers=providers)
             if settings.gateway_worker:
-                await _worker(dsn, ml, evolution, stack)
+                await _worker(opened.dsn, opened.ml, opened.evolution, stack)
             log.info(
                 "gateway ready",
                 extra={"env": settings.latina_env, "object_store": settings.object_store},
             )
-            yield {
-                "gateway": GatewayState(
-                    settings=settings,
-                    pool=pool,
-                    store=object_store,
-                    upstreams=upstreams,
-                    metrics=metrics,
-                    providers=providers or build_providers(settings, upstreams),
-                    search_space=load_search_space(settings.search_space_file),
-                    exporter=evolution.exporter,
-                )
-            }
+            yield {"gateway": opened.state}
 
+    container_stack = AsyncExitStack()  # lazy mode: closed only when the container ends
+
+    async def open_state() -> GatewayState:
+        opened = await open_gateway(
+            settings, container_stack, metrics, store=store, providers=providers
+        )
+        log.info("gateway resources opened", extra={"env": settings.latina_env})
+        return opened.state
+
+    first: list[Middleware] = [Middleware(OpenOnFirstRequest, open_state=open_state)]
     router = Router(routes=ROUTES)
     return Starlette(
         routes=ROUTES,
-        lifespan=lifespan,
+        lifespan=None if lazy else lifespan,
         exception_handlers=dict(exception_handlers(STATUS_TABLE)),
         middleware=[
+            *(first if lazy else []),
             Middleware(RequestContextMiddleware, metrics=metrics, router=router),
             Middleware(SecurityHeadersMiddleware, settings=settings),
             Middleware(
@@ -187,8 +259,9 @@ def create_app(
     )
 
 
-def app_from_environment() -> Starlette:
-    """Uvicorn factory (``--factory``): settings from the environment, logging configured."""
+def app_from_environment(*, lazy: bool = False) -> Starlette:
+    """Uvicorn factory (``--factory``) and the Lambda handler's app (``lazy``): settings from
+    the environment, logging configured."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    return create_app(settings, lazy=lazy)

@@ -220,36 +220,18 @@ def ml_train_reward(
 def worker() -> None:
     """Run a job worker (ML-update delivery, prompt evolution) until Ctrl-C; run several to
     scale out."""
-    import httpx
 
     from gateway import jobs
-    from gateway.adapters.ml_client import HttpMLClient
-    from gateway.evolution import rounds
-    from shared.db.pool import create_pool
-    from shared.storage.factory import open_object_store
+    from gateway.worker import worker_deps
 
     async def work(settings: Settings) -> None:
-        dsn = await asyncio.to_thread(
-            resolve_database_url, settings.database_url, settings.data_dir
-        )
-        conn = await connect(dsn)
-        pool = await create_pool(dsn, min_size=1, max_size=3)
-        async with (
-            open_object_store(settings) as store,
-            httpx.AsyncClient(
-                base_url=settings.ml_service_url,
-                headers={"Authorization": f"Bearer {settings.ml_service_token}"},
-                timeout=httpx.Timeout(settings.ml_service_timeout, connect=5.0),
-            ) as http,
-        ):
+        async with worker_deps(settings) as deps:
             typer.echo("latina worker: processing jobs (Ctrl-C stops)")
-            evolution = rounds.build_deps(settings, pool, store)
+            conn = await connect(deps.dsn)
             try:
-                await jobs.run_worker(conn, HttpMLClient(http, study=settings.ml_study), evolution)
+                await jobs.run_worker(conn, deps.ml, deps.evolution)
             finally:
-                await evolution.aclose()
                 await conn.close()
-                await pool.close()
 
     try:
         _run(work)

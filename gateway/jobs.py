@@ -151,3 +151,12 @@ async def run_worker(
     mode = QueueExecutionMode.drain if drain else QueueExecutionMode.continuous
     await manager.run(dequeue_timeout=timedelta(seconds=5), mode=mode)
     return manager
+
+
+async def queued_by_entrypoint(conn: asyncpg.Connection[Any] | Any) -> dict[str, int]:
+    """Jobs waiting or running, per entrypoint (what a drain reports before and after)."""
+    rows = await conn.fetch(
+        "SELECT entrypoint, count(*) AS n FROM pgqueuer"
+        " WHERE status IN ('queued', 'picked') GROUP BY entrypoint"
+    )
+    return {str(row["entrypoint"]): int(row["n"]) for row in rows}

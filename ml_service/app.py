@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,9 +12,13 @@ from starlette.routing import Router
 from ml_service.errors import STATUS_TABLE
 from ml_service.resources import Resources
 from ml_service.routes import ROUTES
+from ml_service.telemetry import enable_lambda_metrics
+from shared.aws.lambda_entry import use_lambda_log_format
 from shared.observability import HttpMetrics, RequestContextMiddleware, configure_logging
 from shared.settings import Settings, get_settings
 from shared.web_errors import exception_handlers
+
+SERVICE = "latina-ml"
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -51,9 +54,6 @@ def app_from_environment() -> Starlette:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     if on_lambda():
-        # powertools' formatter adds the Lambda context (cold start, request id, function).
-        from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(LambdaPowertoolsFormatter(service="latina-ml"))
+        use_lambda_log_format(SERVICE)
+        enable_lambda_metrics(SERVICE)
     return create_app(settings)

@@ -2,8 +2,8 @@
 
 from mangum import Mangum
 
-from ml_service.app import app_from_environment, on_lambda
-from ml_service.telemetry import lambda_entry
+from ml_service.app import SERVICE, app_from_environment, on_lambda
+from shared.aws.lambda_entry import lambda_entry
 
 app = app_from_environment()
-handler = lambda_entry(Mangum(app, lifespan="off"), on_lambda=on_lambda())
+handler = lambda_entry(Mangum(app, lifespan="off"), on_lambda=on_lambda(), service=SERVICE)

@@ -8,22 +8,20 @@ invocation by the handler wrapper; elsewhere the same figures go to the JSON log
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Callable
-from typing import Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from shared.aws.lambda_entry import lambda_metrics
+
 log = logging.getLogger("latina.ml.timing")
-NAMESPACE = "Latina"
 _metrics: Metrics | None = None
 
 
 def enable_lambda_metrics(service: str = "latina-ml") -> Metrics:
     global _metrics
     if _metrics is None:
-        _metrics = Metrics(namespace=NAMESPACE, service=service)
+        _metrics = lambda_metrics(service)
     return _metrics
 
 
@@ -42,24 +40,3 @@ def record_timings(fit_seconds: float, acquisition_seconds: float) -> None:
         _metrics.add_metric(
             name="AcquisitionSeconds", unit=MetricUnit.Seconds, value=acquisition_seconds
         )
-
-
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-
-
-def lambda_entry(handler: Handler, *, on_lambda: bool) -> Handler:
-    """Flush metrics (and count cold starts) around each invocation when on Lambda."""
-    if not on_lambda:
-        return handler
-    metrics = enable_lambda_metrics()
-    flushed: Handler = metrics.log_metrics(
-        handler, capture_cold_start_metric=True, raise_on_empty_metrics=False
-    )
-
-    def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        with warnings.catch_warnings():
-            # Most invocations (health, updates, precomputed hits) time nothing: not news.
-            warnings.filterwarnings("ignore", message="No application metrics to publish")
-            return flushed(event, context)
-
-    return invoke

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     latina_secret_key: str = DEV_SECRET_KEY
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # On AWS: settings (secrets above all) are read from SSM parameters under this path.
+    latina_ssm_prefix: str | None = None
 
     # --- database
     database_url: str | None = None
@@ -54,9 +56,15 @@ class Settings(BaseSettings):
     ml_service_url: str = "http://127.0.0.1:8001"
     ml_service_token: str = DEV_ML_SERVICE_TOKEN
     ml_service_timeout: float = Field(default=10.0, gt=0)
+    # token: bearer token only; iam: requests are also SigV4-signed (an AWS_IAM function URL)
+    # and the token travels in X-Latina-Service-Token.
+    ml_service_auth: Literal["token", "iam"] = "token"
+    aws_region: str = "us-east-1"  # on Lambda, AWS_REGION is set by the runtime
     ml_delivery_timeout: float = Field(default=3.0, gt=0)
     ml_delivery_retry_delay: float = Field(default=10.0, ge=0)
     gateway_worker: bool = True
+    # scheduled worker on Lambda: stop picking jobs this long before the function's deadline
+    worker_stop_margin_seconds: float = Field(default=60.0, ge=0)
     ml_send_images: bool = True
     reward_retrain_every: int = Field(default=25, ge=1)
     enhance_candidates: int = Field(default=3, ge=1, le=20)
@@ -154,5 +162,17 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read from the environment on first use."""
-    return Settings()
+    """The process's settings, read from the environment on first use; with
+    ``LATINA_SSM_PREFIX`` the SSM parameters under it override the environment."""
+    settings = Settings()
+    if not settings.latina_ssm_prefix:
+        return settings
+    from shared.aws.parameters import read_parameters
+
+    return settings_with_parameters(read_parameters(settings.latina_ssm_prefix))
+
+
+def settings_with_parameters(values: dict[str, Any]) -> Settings:
+    """The environment's settings with ``values`` (setting name -> value) taking precedence."""
+    known = {name: value for name, value in values.items() if name in Settings.model_fields}
+    return Settings(**known)

@@ -27,6 +27,12 @@ class LambdaRuntime:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, handler, event, None)
 
+    async def invoke_with_context(
+        self, handler: Handler, event: dict[str, Any], context: Any
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, handler, event, context)
+
     async def run(self, coro_factory: Callable[[], Any]) -> Any:
         """Run a coroutine on the runtime's loop (e.g. to close a pool at the end)."""
 

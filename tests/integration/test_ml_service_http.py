@@ -15,6 +15,7 @@ from mangum import Mangum
 
 from ml_service.app import create_app
 from shared import settings as settings_module
+from shared.aws.lambda_entry import lambda_entry
 from shared.settings import Settings
 from tests.conftest import ML_TOKEN
 from tests.lambda_runtime import LambdaRuntime
@@ -227,7 +228,8 @@ async def test_on_lambda_cold_start_and_fit_timings_are_published(
 
     app = create_app(settings)
     app.state.resources.optimizer.n_initial = 1
-    handler = telemetry.lambda_entry(Mangum(app, lifespan="off"), on_lambda=True)
+    telemetry.enable_lambda_metrics()
+    handler = lambda_entry(Mangum(app, lifespan="off"), on_lambda=True, service="latina-ml")
     runtime = LambdaRuntime()
     context = FakeLambdaContext()
 

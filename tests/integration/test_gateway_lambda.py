@@ -1,0 +1,280 @@
+"""The gateway's Lambda functions invoked as the runtime would: function-URL events for the
+HTTP app, scheduled events for the worker, the migrate function; all on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from mangum import Mangum
+
+from gateway.app import create_app
+from gateway.serverless import Migrator, ScheduledWorker
+from ml_service.app import create_app as create_ml
+from shared import settings as settings_module
+from shared.db.migrations import ALL_SETS, load_migrations
+from shared.settings import Settings
+from tests import pg
+from tests.conftest import ML_TOKEN
+from tests.images import interior
+from tests.lambda_runtime import LambdaRuntime
+from tests.servers import serve
+
+HOST = "gw123.lambda-url.eu-west-1.on.aws"
+
+
+class FakeContext:
+    """The attributes of a Lambda context that the handlers and powertools read."""
+
+    function_name = "latina-dev-worker"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:000000000000:function:latina-dev-worker"
+    aws_request_id = "req-worker"
+
+    def __init__(self, remaining_ms: int = 300_000) -> None:
+        self._remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self._remaining_ms
+
+
+def url_event(
+    method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes = b""
+) -> dict[str, Any]:
+    """A Lambda function URL event (payload 2.0); bodies travel base64-encoded, as binary do."""
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"host": HOST, "x-forwarded-proto": "https", **(headers or {})},
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "gw123",
+            "domainName": HOST,
+            "domainPrefix": "gw123",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "test",
+            },
+            "requestId": "req-gw",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "27/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 0,
+        },
+        "body": base64.b64encode(body).decode() if body else None,
+        "isBase64Encoded": bool(body),
+    }
+
+
+def scheduled_event() -> dict[str, Any]:
+    """What EventBridge sends on a ``rate(1 minute)`` schedule."""
+    return {
+        "version": "0",
+        "id": "0f3e8d3c-0000-0000-0000-000000000000",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": "2026-11-27T03:00:00Z",
+        "region": "eu-west-1",
+        "resources": ["arn:aws:events:eu-west-1:000000000000:rule/latina-dev-worker"],
+        "detail": {},
+    }
+
+
+def body_of(result: dict[str, Any]) -> Any:
+    raw = result.get("body") or ""
+    if result.get("isBase64Encoded"):
+        raw = base64.b64decode(raw).decode()
+    return json.loads(raw)
+
+
+def multipart_upload(token: str) -> tuple[dict[str, str], bytes]:
+    request = httpx.Request(
+        "POST",
+        f"https://{HOST}/api/enhance/train",
+        files={"image": ("room.jpg", interior(), "image/jpeg")},
+    )
+    headers = {
+        "authorization": f"Bearer {token}",
+        "content-type": request.headers["content-type"],
+    }
+    return headers, request.read()
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[LambdaRuntime]:
+    runtime = LambdaRuntime()
+    yield runtime
+    await runtime.close()
+
+
+async def test_function_url_events_train_and_rate_through_the_gateway_handler(
+    settings: Settings, trainer_token: str, runtime: LambdaRuntime, db_pool: asyncpg.Pool[Any]
+) -> None:
+    handler = Mangum(create_app(settings, lazy=True), lifespan="off")
+
+    health = await runtime.invoke(handler, url_event("GET", "/healthz"))
+    assert health["statusCode"] == 200
+    refused = await runtime.invoke(handler, url_event("GET", "/api/train/status"))
+    assert refused["statusCode"] == 401
+    assert body_of(refused)["error"]["code"] == "unauthenticated"
+
+    headers, body = multipart_upload(trainer_token)
+    trained = await runtime.invoke(
+        handler, url_event("POST", "/api/enhance/train", headers=headers, body=body)
+    )
+    assert trained["statusCode"] == 201, trained
+    experiment = body_of(trained)
+    options = {o["option"]: o for o in experiment["options"]}
+    assert set(options) == {"A", "B"} and all("image_id" in o for o in options.values())
+
+    rating = {
+        "experiment_id": experiment["experiment_id"],
+        "ratings": [
+            {"option": o, "image_id": options[o]["image_id"], "rating": r, "comments": "ok"}
+            for o, r in (("A", 2), ("B", 4))
+        ],
+    }
+    rated = await runtime.invoke(
+        handler,
+        url_event(
+            "POST",
+            "/api/train/rate",
+            headers={
+                "authorization": f"Bearer {trainer_token}",
+                "content-type": "application/json",
+            },
+            body=json.dumps(rating).encode(),
+        ),
+    )
+    assert rated["statusCode"] == 200, rated
+    # The ML service is unreachable: the rating is kept and its update waits in the queue.
+    assert body_of(rated)["ml_updated"] is False
+    status = await runtime.invoke(
+        handler,
+        url_event("GET", "/api/train/status", headers={"authorization": f"Bearer {trainer_token}"}),
+    )
+    assert body_of(status)["samples_collected"] == 1
+    async with db_pool.acquire() as conn:
+        queued = await conn.fetchval(
+            "SELECT count(*) FROM pgqueuer WHERE entrypoint = 'ml_update' AND status = 'queued'"
+        )
+    assert queued == 1
+
+
+async def test_scheduled_worker_delivers_queued_ml_updates_then_finds_nothing(
+    settings: Settings, trainer_token: str, runtime: LambdaRuntime, db_pool: asyncpg.Pool[Any]
+) -> None:
+    # A rating made while the ML service was down ...
+    handler = Mangum(create_app(settings, lazy=True), lifespan="off")
+    headers, body = multipart_upload(trainer_token)
+    trained = body_of(
+        await runtime.invoke(
+            handler, url_event("POST", "/api/enhance/train", headers=headers, body=body)
+        )
+    )
+    rating = {
+        "experiment_id": trained["experiment_id"],
+        "ratings": [
+            {"option": o["option"], "image_id": o["image_id"], "rating": 3, "comments": ""}
+            for o in trained["options"]
+        ],
+    }
+    auth = {"authorization": f"Bearer {trainer_token}", "content-type": "application/json"}
+    rated = await runtime.invoke(
+        handler,
+        url_event("POST", "/api/train/rate", headers=auth, body=json.dumps(rating).encode()),
+    )
+    assert body_of(rated)["ml_updated"] is False
+
+    # ... is delivered by the next scheduled run once the ML service is up.
+    ml_app = create_ml(settings)
+    try:
+        async with serve(ml_app) as ml_url:
+            worker = ScheduledWorker(settings.model_copy(update={"ml_service_url": ml_url}))
+            first = await runtime.invoke_with_context(worker, scheduled_event(), FakeContext())
+            assert first["queued_before"].get("ml_update") == 1
+            assert first["queued_after"].get("ml_update", 0) == 0
+            assert first["stopped_at_deadline"] is False
+            async with httpx.AsyncClient(base_url=ml_url) as ml:
+                health = (await ml.get("/ml/health")).json()
+            assert health["n_observations"] == 2  # both options of the one rating
+            # a warm container drains again with the resources it already has
+            second = await runtime.invoke_with_context(worker, scheduled_event(), FakeContext())
+            assert second["queued_before"].get("ml_update", 0) == 0
+    finally:
+        await ml_app.state.resources.close()
+
+
+async def test_migrate_function_migrates_an_empty_database_once(
+    pg_admin_dsn: str, tmp_path: Path, runtime: LambdaRuntime
+) -> None:
+    name = await pg.create_database(pg_admin_dsn, "template0")
+    try:
+        settings = Settings(
+            database_url=pg.with_database(pg_admin_dsn, name),
+            latina_data_dir=tmp_path,
+            log_format="text",
+        )
+        migrator = Migrator(settings)
+        first = await runtime.invoke(migrator, {"source": "latina", "action": "migrate"})
+        expected = [
+            f"{component}/{m.name}"
+            for component, folder in ALL_SETS.items()
+            for m in load_migrations(component, folder)
+        ]
+        assert sorted(first["applied"]) == sorted(expected)
+        again = await runtime.invoke(migrator, {})
+        assert again == {
+            "applied": [],
+            "already_applied": len(expected),
+            "changed_after_applied": [],
+        }
+        conn = await asyncpg.connect(pg.with_database(pg_admin_dsn, name))
+        try:
+            tables = await conn.fetchval(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'pgqueuer'"
+            )
+        finally:
+            await conn.close()
+        assert tables == 1
+    finally:
+        await pg.drop_database(pg_admin_dsn, name)
+
+
+async def test_handler_module_wires_http_worker_and_migrate_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path, runtime: LambdaRuntime
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("LATINA_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GATEWAY_WORKER", "false")
+    monkeypatch.setenv("ML_SERVICE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ML_SERVICE_TOKEN", ML_TOKEN)
+    monkeypatch.setenv("PROMPT_EXPORT_DIR", str(tmp_path / "prompts"))
+    settings_module.get_settings.cache_clear()
+    root_handlers = logging.getLogger().handlers[:]
+    try:
+        module = importlib.reload(importlib.import_module("gateway.handler"))
+        ready = await runtime.invoke(module.http, url_event("GET", "/readyz"))
+        assert ready["statusCode"] == 200, ready
+        drained = await runtime.invoke_with_context(module.worker, scheduled_event(), FakeContext())
+        assert drained["queued_after"] == {}
+        migrated = await runtime.invoke(module.migrate, {})
+        assert migrated["applied"] == []  # the test database is migrated already
+    finally:
+        settings_module.get_settings.cache_clear()
+        logging.getLogger().handlers[:] = root_handlers
