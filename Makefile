@@ -11,8 +11,15 @@ TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 UI_STAMP := ui/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
+INFRA_STAMP := infra/node_modules/.installed
+SLS := SLS_TELEMETRY_DISABLED=1 SLS_NOTIFICATIONS_MODE=off infra/node_modules/.bin/serverless
+STAGE ?= dev
+REGION ?= eu-west-1
+SLS_ARGS = --stage $(STAGE) --region $(REGION) --param="mlImage=$(ML_IMAGE)"
+# `make package` needs no AWS account: the ML image is a placeholder digest (never deployed).
+PACKAGE_IMAGE := 000000000000.dkr.ecr.$(REGION).amazonaws.com/latina-ml@sha256:0000000000000000000000000000000000000000000000000000000000000000
 
-.PHONY: install run test test-unit lint migrate bench demo clean
+.PHONY: install run test test-unit lint migrate bench demo clean package deploy
 
 install: $(STAMP) $(UI_STAMP)
 
@@ -28,6 +35,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 $(UI_STAMP): ui/package.json ui/package-lock.json
 	npm ci --prefix ui --no-audit --no-fund
 	touch $(UI_STAMP)
+
+$(INFRA_STAMP): infra/package.json infra/package-lock.json
+	npm ci --prefix infra --no-audit --no-fund
+	touch $(INFRA_STAMP)
 
 $(CHROMIUM):
 	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -46,8 +57,8 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway ml_service shared tests
-	$(BIN)/ruff format --check gateway ml_service shared tests
+	$(BIN)/ruff check gateway ml_service shared tests infra
+	$(BIN)/ruff format --check gateway ml_service shared tests infra
 	$(BIN)/mypy
 
 migrate: $(STAMP)
@@ -62,5 +73,26 @@ demo: $(STAMP) $(UI_STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks
 
+## The CloudFormation template, offline (no AWS account), then cfn-lint on it: no errors and no
+## warnings but the framework's known W3005. CI runs this.
+package: $(STAMP) $(UI_STAMP) $(INFRA_STAMP)
+	rm -rf .serverless
+	$(SLS) package --stage $(STAGE) --region $(REGION) --param="mlImage=$(PACKAGE_IMAGE)"
+	$(BIN)/python infra/check_package.py .serverless/latina.zip
+	$(BIN)/cfn-lint --ignore-checks W3005 -- .serverless/cloudformation-template-update-stack.json
+	@echo "template: .serverless/cloudformation-template-update-stack.json (cfn-lint clean)"
+
+## Deploy a stage: make deploy STAGE=dev|prod ML_IMAGE=<ecr repo>@sha256:<digest>. On an existing
+## stack the migrate function is updated and run first, so new code never meets an old schema.
+deploy: $(STAMP) $(UI_STAMP) $(INFRA_STAMP)
+	@case "$(ML_IMAGE)" in *@sha256:*) ;; *) echo "ML_IMAGE=<ecr repo>@sha256:<digest> is required (deploy by digest, not tag)" >&2; exit 2;; esac
+	@if $(SLS) info $(SLS_ARGS) >/dev/null 2>&1; then \
+		echo "migrating $(STAGE) before the new code goes live"; \
+		$(SLS) deploy function --function migrate $(SLS_ARGS) && \
+		$(SLS) invoke --function migrate $(SLS_ARGS) || exit 1; \
+	fi
+	$(SLS) deploy $(SLS_ARGS)
+	$(SLS) invoke --function migrate $(SLS_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache ui/node_modules test-output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache ui/node_modules infra/node_modules test-output .serverless

@@ -6,8 +6,6 @@ import secrets
 from typing import Any, Protocol
 
 import httpx
-import numpy as np
-from scipy.stats import qmc
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.search_space import SearchSpace
@@ -101,12 +99,15 @@ class HttpMLClient:
 
 
 def fallback_suggestion(space: SearchSpace, api: str) -> Suggestion:
-    """A space-filling point when the ML service cannot be asked (``strategy: fallback``)."""
-    params = space.parameters(api)
-    unit = qmc.Sobol(d=len(params), scramble=True, seed=secrets.randbits(32)).random(1)[0]
+    """A uniformly random point when the ML service cannot be asked (``strategy: fallback``).
+
+    Each call is independent (gateways share no sequence), so a space-filling sequence would
+    give no more than one uniform draw per call does.
+    """
+    draw = secrets.SystemRandom()
     values: dict[str, float | int] = {}
-    for p, u in zip(params, np.asarray(unit, dtype=float), strict=True):
-        value = p.low + float(u) * (p.high - p.low)
+    for p in space.parameters(api):
+        value = p.low + draw.random() * (p.high - p.low)
         values[p.name] = round(value) if p.type == "int" else round(value, 4)
     return Suggestion(
         suggestion_id=f"fallback_{secrets.token_hex(8)}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.evolution.ab import decide, p_new_better
+from gateway.evolution.ab import decide, p_new_better, student_t_cdf
 
 
 def test_a_tie_keeps_the_old_version_at_even_odds() -> None:
@@ -34,3 +34,11 @@ def test_the_probability_is_symmetric() -> None:
 def test_an_empty_arm_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one rating"):
         p_new_better([], [3])
+
+
+@pytest.mark.parametrize("dof", [0.5, 1.0, 2.0, 3.5, 7.0, 30.0, 1000.0])
+def test_student_t_cdf_matches_scipy(dof: float) -> None:
+    from scipy.stats import t
+
+    for x in (-40.0, -6.0, -2.0, -0.5, 0.0, 0.05, 0.7, 1.9, 4.0, 25.0):
+        assert student_t_cdf(x, dof) == pytest.approx(float(t.cdf(x, dof)), abs=1e-10)
