@@ -238,7 +238,7 @@ def create_app(
 
     first: list[Middleware] = [Middleware(OpenOnFirstRequest, open_state=open_state)]
     router = Router(routes=ROUTES)
-    return Starlette(
+    app = Starlette(
         routes=ROUTES,
         lifespan=None if lazy else lifespan,
         exception_handlers=dict(exception_handlers(STATUS_TABLE)),
@@ -257,6 +257,9 @@ def create_app(
             Middleware(AuthenticationMiddleware, backend=TokenBackend(), on_error=on_auth_error),
         ],
     )
+    # Lazy mode: what the first request opened, closed when the container (or a test) ends.
+    app.state.close_resources = container_stack.aclose
+    return app
 
 
 def app_from_environment(*, lazy: bool = False) -> Starlette:

@@ -61,6 +61,10 @@ class ScheduledWorker:
         report = await drain_jobs(self._deps, time_budget=budget)
         return report.as_dict()
 
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+        self._deps = None
+
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         if event.get("source") not in (None, "aws.events", "aws.scheduler", "latina"):
             log.warning("worker invoked by an unexpected event", extra={"event": event})

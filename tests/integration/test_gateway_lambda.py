@@ -125,8 +125,17 @@ async def runtime() -> AsyncIterator[LambdaRuntime]:
 async def test_function_url_events_train_and_rate_through_the_gateway_handler(
     settings: Settings, trainer_token: str, runtime: LambdaRuntime, db_pool: asyncpg.Pool[Any]
 ) -> None:
-    handler = Mangum(create_app(settings, lazy=True), lifespan="off")
+    app = create_app(settings, lazy=True)
+    handler = Mangum(app, lifespan="off")
+    try:
+        await _train_and_rate(handler, trainer_token, runtime, db_pool)
+    finally:
+        await runtime.run(app.state.close_resources)
 
+
+async def _train_and_rate(
+    handler: Mangum, trainer_token: str, runtime: LambdaRuntime, db_pool: asyncpg.Pool[Any]
+) -> None:
     health = await runtime.invoke(handler, url_event("GET", "/healthz"))
     assert health["statusCode"] == 200
     refused = await runtime.invoke(handler, url_event("GET", "/api/train/status"))
@@ -180,7 +189,8 @@ async def test_scheduled_worker_delivers_queued_ml_updates_then_finds_nothing(
     settings: Settings, trainer_token: str, runtime: LambdaRuntime, db_pool: asyncpg.Pool[Any]
 ) -> None:
     # A rating made while the ML service was down ...
-    handler = Mangum(create_app(settings, lazy=True), lifespan="off")
+    app = create_app(settings, lazy=True)
+    handler = Mangum(app, lifespan="off")
     headers, body = multipart_upload(trainer_token)
     trained = body_of(
         await runtime.invoke(
@@ -206,18 +216,26 @@ async def test_scheduled_worker_delivers_queued_ml_updates_then_finds_nothing(
     try:
         async with serve(ml_app) as ml_url:
             worker = ScheduledWorker(settings.model_copy(update={"ml_service_url": ml_url}))
-            first = await runtime.invoke_with_context(worker, scheduled_event(), FakeContext())
-            assert first["queued_before"].get("ml_update") == 1
-            assert first["queued_after"].get("ml_update", 0) == 0
-            assert first["stopped_at_deadline"] is False
-            async with httpx.AsyncClient(base_url=ml_url) as ml:
-                health = (await ml.get("/ml/health")).json()
-            assert health["n_observations"] == 2  # both options of the one rating
-            # a warm container drains again with the resources it already has
-            second = await runtime.invoke_with_context(worker, scheduled_event(), FakeContext())
-            assert second["queued_before"].get("ml_update", 0) == 0
+            try:
+                await _drain_twice(worker, runtime, ml_url)
+            finally:
+                await runtime.run(worker.aclose)
     finally:
+        await runtime.run(app.state.close_resources)
         await ml_app.state.resources.close()
+
+
+async def _drain_twice(worker: ScheduledWorker, runtime: LambdaRuntime, ml_url: str) -> None:
+    first = await runtime.invoke_with_context(worker, scheduled_event(), FakeContext())
+    assert first["queued_before"].get("ml_update") == 1
+    assert first["queued_after"].get("ml_update", 0) == 0
+    assert first["stopped_at_deadline"] is False
+    async with httpx.AsyncClient(base_url=ml_url) as ml:
+        health = (await ml.get("/ml/health")).json()
+    assert health["n_observations"] == 2  # both options of the one rating
+    # a warm container drains again with the resources it already has
+    second = await runtime.invoke_with_context(worker, scheduled_event(), FakeContext())
+    assert second["queued_before"].get("ml_update", 0) == 0
 
 
 async def test_migrate_function_migrates_an_empty_database_once(
@@ -275,6 +293,8 @@ async def test_handler_module_wires_http_worker_and_migrate_from_the_environment
         assert drained["queued_after"] == {}
         migrated = await runtime.invoke(module.migrate, {})
         assert migrated["applied"] == []  # the test database is migrated already
+        await runtime.run(module.app.state.close_resources)
+        await runtime.run(module.worker.aclose)
     finally:
         settings_module.get_settings.cache_clear()
         logging.getLogger().handlers[:] = root_handlers
