@@ -160,3 +160,12 @@ async def queued_by_entrypoint(conn: asyncpg.Connection[Any] | Any) -> dict[str,
         " WHERE status IN ('queued', 'picked') GROUP BY entrypoint"
     )
     return {str(row["entrypoint"]): int(row["n"]) for row in rows}
+
+
+async def work_in_hand(conn: asyncpg.Connection[Any] | Any) -> int:
+    """Jobs running now or due now (a job deferred to later does not count)."""
+    value = await conn.fetchval(
+        "SELECT count(*) FROM pgqueuer WHERE status = 'picked'"
+        " OR (status = 'queued' AND execute_after <= now())"
+    )
+    return int(value)

@@ -20,13 +20,18 @@ from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
+from aws_lambda_powertools.metrics import MetricUnit
+
+from gateway import jobs
 from gateway.worker import WorkerDeps, drain_jobs, open_worker
+from shared.aws.lambda_entry import lambda_metrics
 from shared.db.migrations import apply_migrations
 from shared.db.pool import connect
 from shared.db.setup import database_dsn
 from shared.settings import Settings
 
 log = logging.getLogger("latina.lambda")
+WORKER_SERVICE = "latina-worker"
 T = TypeVar("T")
 
 
@@ -59,6 +64,17 @@ class ScheduledWorker:
         left = remaining_seconds(context)
         budget = None if left is None else max(1.0, left - self.settings.worker_stop_margin_seconds)
         report = await drain_jobs(self._deps, time_budget=budget)
+        if self.settings.aws_lambda_function_name is not None:
+            # Alarm on these: a queue that keeps growing means the ML service or LLM is failing.
+            metrics = lambda_metrics(WORKER_SERVICE)
+            metrics.add_metric(
+                name="QueuedJobs", unit=MetricUnit.Count, value=sum(report.queued_after.values())
+            )
+            metrics.add_metric(
+                name="QueuedMLUpdates",
+                unit=MetricUnit.Count,
+                value=report.queued_after.get(jobs.ML_UPDATE, 0),
+            )
         return report.as_dict()
 
     async def aclose(self) -> None:

@@ -29,6 +29,7 @@ from shared.settings import Settings
 from shared.storage.factory import open_object_store
 
 log = logging.getLogger("latina.worker")
+IDLE_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,17 @@ async def worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
         yield await open_worker(settings, stack)
 
 
+async def _stop_when_idle(pool: asyncpg.Pool[Any], shutdown: asyncio.Event) -> None:
+    quiet = 0
+    while not shutdown.is_set():
+        await asyncio.sleep(IDLE_POLL_SECONDS)
+        async with pool.acquire() as conn:
+            busy = await jobs.work_in_hand(conn)
+        quiet = 0 if busy else quiet + 1
+        if quiet >= 2:  # twice in a row: a job that just re-queued itself is not missed
+            shutdown.set()
+
+
 async def drain_jobs(deps: WorkerDeps, *, time_budget: float | None = None) -> DrainReport:
     """Process every ready job, stopping early once ``time_budget`` seconds have passed.
 
@@ -100,9 +112,13 @@ async def drain_jobs(deps: WorkerDeps, *, time_budget: float | None = None) -> D
         if time_budget is not None
         else None
     )
+    # pgqueuer's drain mode waits for deferred jobs too (a retry due in five minutes would hold
+    # the function until its deadline): stop once nothing is running or due.
+    idle = asyncio.create_task(_stop_when_idle(deps.pool, manager.shutdown))
     try:
         await manager.run(dequeue_timeout=timedelta(seconds=1), mode=QueueExecutionMode.drain)
     finally:
+        idle.cancel()
         if timer is not None:
             timer.cancel()
         await queue_conn.close()

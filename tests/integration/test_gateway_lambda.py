@@ -16,12 +16,15 @@ import httpx
 import pytest
 from mangum import Mangum
 
+from gateway import jobs
 from gateway.app import create_app
-from gateway.serverless import Migrator, ScheduledWorker
+from gateway.serverless import WORKER_SERVICE, Migrator, ScheduledWorker
 from ml_service.app import create_app as create_ml
 from shared import settings as settings_module
+from shared.aws.lambda_entry import lambda_entry
 from shared.db.migrations import ALL_SETS, load_migrations
 from shared.settings import Settings
+from shared.wire.ml import ObservationIn
 from tests import pg
 from tests.conftest import ML_TOKEN
 from tests.images import interior
@@ -298,3 +301,39 @@ async def test_handler_module_wires_http_worker_and_migrate_from_the_environment
     finally:
         settings_module.get_settings.cache_clear()
         logging.getLogger().handlers[:] = root_handlers
+
+
+async def test_on_lambda_the_worker_publishes_the_queue_length_as_metrics(
+    settings: Settings,
+    runtime: LambdaRuntime,
+    db_pool: asyncpg.Pool[Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    observation = ObservationIn(
+        observation_id="exp_later:A",
+        api="leonardo",
+        rating=4,
+        parameters={"init_strength": 0.4, "guidance_scale": 7.0, "controlnet_weight": 0.6},
+    )
+    async with db_pool.acquire() as conn:  # not due for an hour: the drain leaves it queued
+        await jobs.enqueue_ml_update(conn, "exp_later", [observation], delay_seconds=3600)
+    on_lambda = settings.model_copy(update={"aws_lambda_function_name": "latina-dev-worker"})
+    worker = ScheduledWorker(on_lambda)
+    handler = lambda_entry(worker, on_lambda=True, service=WORKER_SERVICE)
+    try:
+        # 80 s left, 60 s margin: a drain that waited for the deferred job would stop at 20 s
+        context = FakeContext(remaining_ms=80_000)
+        result = await runtime.invoke_with_context(handler, scheduled_event(), context)
+    finally:
+        await runtime.run(worker.aclose)
+    assert result["queued_after"] == {"ml_update": 1}
+    # A job deferred to later must not hold the function until its deadline.
+    assert result["stopped_at_deadline"] is False
+    emitted = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "_aws" in line
+    ]
+    values = {key: e[key] for e in emitted for key in ("QueuedJobs", "QueuedMLUpdates") if key in e}
+    assert values == {"QueuedJobs": [1.0], "QueuedMLUpdates": [1.0]}
+    assert any("ColdStart" in e for e in emitted)
