@@ -78,7 +78,7 @@ bench: $(STAMP)
 package: $(STAMP) $(UI_STAMP) $(INFRA_STAMP)
 	rm -rf .serverless
 	$(SLS) package --stage $(STAGE) --region $(REGION) --param="mlImage=$(PACKAGE_IMAGE)"
-	$(BIN)/python infra/check_package.py .serverless/latina.zip
+	$(BIN)/python infra/check_package.py .serverless
 	$(BIN)/cfn-lint --ignore-checks W3005 -- .serverless/cloudformation-template-update-stack.json
 	@echo "template: .serverless/cloudformation-template-update-stack.json (cfn-lint clean)"
 
