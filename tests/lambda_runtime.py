@@ -47,3 +47,10 @@ class LambdaRuntime:
 
         await asyncio.get_running_loop().run_in_executor(self._thread, shutdown)
         self._thread.shutdown(wait=True)
+
+
+def new_container() -> None:
+    """Make the next invocation a cold start again for powertools (its flag is per process)."""
+    from aws_lambda_powertools.metrics.provider import cold_start
+
+    cold_start.reset_cold_start_flag()

@@ -28,7 +28,7 @@ from shared.wire.ml import ObservationIn
 from tests import pg
 from tests.conftest import ML_TOKEN
 from tests.images import interior
-from tests.lambda_runtime import LambdaRuntime
+from tests.lambda_runtime import LambdaRuntime, new_container
 from tests.servers import serve
 
 HOST = "gw123.lambda-url.eu-west-1.on.aws"
@@ -317,6 +317,7 @@ async def test_on_lambda_the_worker_publishes_the_queue_length_as_metrics(
     )
     async with db_pool.acquire() as conn:  # not due for an hour: the drain leaves it queued
         await jobs.enqueue_ml_update(conn, "exp_later", [observation], delay_seconds=3600)
+    new_container()  # an earlier test in this process may have had the cold start
     on_lambda = settings.model_copy(update={"aws_lambda_function_name": "latina-dev-worker"})
     worker = ScheduledWorker(on_lambda)
     handler = lambda_entry(worker, on_lambda=True, service=WORKER_SERVICE)

@@ -18,7 +18,7 @@ from shared import settings as settings_module
 from shared.aws.lambda_entry import lambda_entry
 from shared.settings import Settings
 from tests.conftest import ML_TOKEN
-from tests.lambda_runtime import LambdaRuntime
+from tests.lambda_runtime import LambdaRuntime, new_container
 
 
 async def test_health_needs_no_token_and_reports_the_database(
@@ -228,6 +228,7 @@ async def test_on_lambda_cold_start_and_fit_timings_are_published(
 
     app = create_app(settings)
     app.state.resources.optimizer.n_initial = 1
+    new_container()  # an earlier test in this process may have had the cold start
     telemetry.enable_lambda_metrics()
     handler = lambda_entry(Mangum(app, lifespan="off"), on_lambda=True, service="latina-ml")
     runtime = LambdaRuntime()
