@@ -14,7 +14,6 @@ from urllib.parse import parse_qsl, quote
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,6 +24,7 @@ from shared.aws.parameters import ParameterStoreError, read_parameters
 from shared.aws.sigv4 import SigV4Auth
 from shared.settings import Settings, get_settings, settings_with_parameters
 from tests.conftest import ML_TOKEN
+from tests.moto import moto_endpoint
 from tests.servers import serve
 
 KEY_ID, SECRET, SESSION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-tok"
@@ -42,13 +42,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def ssm_endpoint(aws_env: None) -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    yield from moto_endpoint()
 
 
 def _put(endpoint: str, values: dict[str, tuple[str, str]]) -> Any:

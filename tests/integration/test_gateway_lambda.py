@@ -125,20 +125,21 @@ async def runtime() -> AsyncIterator[LambdaRuntime]:
     await runtime.close()
 
 
-async def test_function_url_events_train_and_rate_through_the_gateway_handler(
-    settings: Settings, trainer_token: str, runtime: LambdaRuntime, db_pool: asyncpg.Pool[Any]
-) -> None:
+@pytest.fixture
+async def gateway_handler(settings: Settings, runtime: LambdaRuntime) -> AsyncIterator[Mangum]:
+    """The gateway as its Lambda runs it: lazily opened resources, closed after the test."""
     app = create_app(settings, lazy=True)
-    handler = Mangum(app, lifespan="off")
-    try:
-        await _train_and_rate(handler, trainer_token, runtime, db_pool)
-    finally:
-        await runtime.run(app.state.close_resources)
+    yield Mangum(app, lifespan="off")
+    await runtime.run(app.state.close_resources)
 
 
-async def _train_and_rate(
-    handler: Mangum, trainer_token: str, runtime: LambdaRuntime, db_pool: asyncpg.Pool[Any]
+async def test_function_url_events_train_and_rate_through_the_gateway_handler(
+    gateway_handler: Mangum,
+    trainer_token: str,
+    runtime: LambdaRuntime,
+    db_pool: asyncpg.Pool[Any],
 ) -> None:
+    handler = gateway_handler
     health = await runtime.invoke(handler, url_event("GET", "/healthz"))
     assert health["statusCode"] == 200
     refused = await runtime.invoke(handler, url_event("GET", "/api/train/status"))
@@ -189,11 +190,13 @@ async def _train_and_rate(
 
 
 async def test_scheduled_worker_delivers_queued_ml_updates_then_finds_nothing(
-    settings: Settings, trainer_token: str, runtime: LambdaRuntime, db_pool: asyncpg.Pool[Any]
+    settings: Settings,
+    gateway_handler: Mangum,
+    trainer_token: str,
+    runtime: LambdaRuntime,
 ) -> None:
     # A rating made while the ML service was down ...
-    app = create_app(settings, lazy=True)
-    handler = Mangum(app, lifespan="off")
+    handler = gateway_handler
     headers, body = multipart_upload(trainer_token)
     trained = body_of(
         await runtime.invoke(
@@ -224,7 +227,6 @@ async def test_scheduled_worker_delivers_queued_ml_updates_then_finds_nothing(
             finally:
                 await runtime.run(worker.aclose)
     finally:
-        await runtime.run(app.state.close_resources)
         await ml_app.state.resources.close()
 
 

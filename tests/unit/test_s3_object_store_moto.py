@@ -10,24 +10,18 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from shared.errors import ObjectNotFound
 from shared.settings import Settings
 from shared.storage import S3ObjectStore, open_object_store
+from tests import moto
 
 KEY = "exports/2026/11/26/0123456789abcdef0123456789abcdef.json"
 
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    yield from moto.moto_endpoint()
 
 
 @pytest.fixture(params=["us-east-1", "eu-central-1"])
