@@ -34,20 +34,39 @@ async def ml_url(settings: Settings) -> AsyncIterator[str]:
     await app.state.resources.close()
 
 
-@pytest.fixture
-async def client(
-    settings: Settings, trainer_token: str, ml_url: str
+async def _gateway(
+    settings: Settings, token: str, timeout: float, **update: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"ml_service_url": ml_url}))
+    app = create_app(settings.model_copy(update=update))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             transport=transport,
             base_url="http://gw",
-            headers={"Authorization": f"Bearer {trainer_token}"},
-            timeout=60,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
         ) as c:
             yield c
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, trainer_token: str, ml_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in _gateway(settings, trainer_token, 60, ml_service_url=ml_url):
+        yield c
+
+
+@pytest.fixture
+async def patient_client(
+    settings: Settings, trainer_token: str, ml_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway that waits for the ML service: on a busy machine /ml/best may need a GP fit,
+    and a timeout would (by design) fall back to space-filling parameters."""
+    async for c in _gateway(
+        settings, trainer_token, 120, ml_service_url=ml_url, ml_service_timeout=60
+    ):
+        yield c
 
 
 async def upload(
@@ -416,27 +435,9 @@ async def test_after_phase_1_the_worker_retrains_the_reward_model(
 
 
 async def test_production_enhance_uses_what_was_learned(
-    settings: Settings, trainer_token: str, ml_url: str, db_pool: asyncpg.Pool[Any]
+    patient_client: httpx.AsyncClient, settings: Settings, ml_url: str, db_pool: asyncpg.Pool[Any]
 ) -> None:
-    # a patient ML timeout: on a busy machine /ml/best may need a GP fit, and a timeout would
-    # (by design) fall back to space-filling parameters, which is not what this test is about
-    app = create_app(
-        settings.model_copy(update={"ml_service_url": ml_url, "ml_service_timeout": 60})
-    )
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://gw",
-            headers={"Authorization": f"Bearer {trainer_token}"},
-            timeout=120,
-        ) as client:
-            await _enhance_uses_what_was_learned(client, settings, ml_url, db_pool)
-
-
-async def _enhance_uses_what_was_learned(
-    client: httpx.AsyncClient, settings: Settings, ml_url: str, db_pool: asyncpg.Pool[Any]
-) -> None:
+    client = patient_client
     from gateway.adapters.ml_client import HttpMLClient
 
     before = await client.post(
