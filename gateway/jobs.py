@@ -63,11 +63,7 @@ async def forget_job(conn: asyncpg.Connection[Any] | Any, job_id: int) -> None:
 
 
 async def pending_jobs(conn: asyncpg.Connection[Any] | Any, entrypoint: str) -> int:
-    value = await conn.fetchval(
-        "SELECT count(*) FROM pgqueuer WHERE entrypoint = $1 AND status IN ('queued', 'picked')",
-        entrypoint,
-    )
-    return int(value)
+    return (await queued_by_entrypoint(conn)).get(entrypoint, 0)
 
 
 def build_worker(
