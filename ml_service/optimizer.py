@@ -15,6 +15,16 @@ The GP sees normal scores of the ratings (ranks, ties sharing their average, thr
 quantile function) rather than the ratings: a few high ratings among many at the floor then stand
 out as much as their order says, not by a noisy star count. The posterior mean is mapped back
 to rating units, piecewise-linearly between the ratings seen, for ``posterior_best``.
+
+The prior mean is not a constant but ``InteriorMean``: a constant minus a learned, per-parameter
+curvature times the squared distance from the middle of the range. The search space's bounds are
+set around each API's useful settings (defaults mid-range), so a rating is a priori no better at
+a bound than inside. With a constant mean, a few chance 2-star ratings at the edge of a 4-D box
+held the search at that bound for the rest of a run (one coordinate at its minimum for 15 of 20
+samples); the curvature, which the fit can shrink to ~0 when the data disagree, ends that. On the
+benchmark's rater it cut the simple regret at 20 samples from 1.14 to 0.61 (40 seeds, paired), and
+on a variant of that rater with both optima moved off-centre and the decoy at the centre from 1.47
+to 0.92 (10 seeds): it is the boundary it fixes, not a bet on the centre.
 """
 
 from __future__ import annotations
@@ -33,9 +43,10 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 from botorch.optim.optimize import optimize_acqf
-from gpytorch.constraints import GreaterThan
+from gpytorch.constraints import GreaterThan, Positive
 from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
+from gpytorch.means import Mean
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior
 
@@ -63,6 +74,36 @@ class FittedModel:
     train_y: torch.Tensor  # n x 1
     fit_seconds: float
     hyperparameters: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class InteriorMean(Mean):  # type: ignore[misc]
+    """``c - sum_i k_i (x_i - 1/2)^2`` on normalised inputs, each curvature ``k_i >= 0`` learned
+    under a Gamma(2, 1) prior (in standardised rating units per squared unit range)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.register_parameter("constant", torch.nn.Parameter(torch.zeros(1, dtype=DTYPE)))
+        self.register_parameter("raw_curvature", torch.nn.Parameter(torch.zeros(d, dtype=DTYPE)))
+        self.register_constraint("raw_curvature", Positive())
+        self.register_prior(
+            "curvature_prior",
+            GammaPrior(2.0, 1.0),
+            lambda module: module.curvature,
+            lambda module, value: module._set_curvature(value),
+        )
+
+    @property
+    def curvature(self) -> torch.Tensor:
+        value: torch.Tensor = self.raw_curvature_constraint.transform(self.raw_curvature)
+        return value
+
+    def _set_curvature(self, value: torch.Tensor) -> None:
+        raw = self.raw_curvature_constraint.inverse_transform(torch.as_tensor(value))
+        self.initialize(raw_curvature=raw.to(self.raw_curvature))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.constant - ((x - 0.5) ** 2 * self.curvature).sum(dim=-1)
+        return out
 
 
 def sobol_point(bounds: torch.Tensor, index: int, seed: int) -> torch.Tensor:
@@ -129,6 +170,7 @@ def fit_model(
             MaternKernel(nu=2.5, ard_num_dims=d, lengthscale_prior=GammaPrior(3.0, 6.0)),
             outputscale_prior=GammaPrior(2.0, 0.15),
         ),
+        mean_module=InteriorMean(d),
         input_transform=Normalize(d=d, bounds=bounds),
         outcome_transform=Standardize(m=1),
     )
