@@ -1,13 +1,20 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create .venv when it is
-# missing and install what they need (PyTorch first, as the CPU build, so that nothing pulls
-# a CUDA build), and the browser's front-end libraries from ui/package-lock.json (npm ci).
-# `make test` also installs Debian's chromium for the browser tests when it is missing.
+# missing and sync it to requirements.lock (every package at its locked version, hashes checked,
+# PyTorch as its CPU build), and install the browser's front-end libraries from
+# ui/package-lock.json (npm ci). `make test` also installs Debian's chromium for the browser
+# tests when it is missing. `make lock` relocks after pyproject.toml's dependencies change.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-TORCH  := torch==2.13.0
+UV     := $(BIN)/uv
+LOCK   := requirements.lock
+# uv does not read pip's configuration: hand it the local wheel folder pip is configured with
+# (where this machine keeps PyTorch's CPU build). Elsewhere set UV_FIND_LINKS or
+# UV_EXTRA_INDEX_URL to a source of torch==2.13.0+cpu (PyTorch's CPU index).
+PIP_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+export UV_FIND_LINKS ?= $(PIP_FIND_LINKS)
+export UV_PYTHON := $(BIN)/python
 PYTEST_ARGS ?=
 UI_STAMP := ui/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
@@ -19,18 +26,32 @@ SLS_ARGS = --stage $(STAGE) --region $(REGION) --param="mlImage=$(ML_IMAGE)"
 # `make package` needs no AWS account: the ML image is a placeholder digest (never deployed).
 PACKAGE_IMAGE := 000000000000.dkr.ecr.$(REGION).amazonaws.com/latina-ml@sha256:0000000000000000000000000000000000000000000000000000000000000000
 
-.PHONY: install run test test-unit lint migrate bench demo clean package deploy
+.PHONY: install uv python-env lock run test test-unit lint migrate bench demo clean package deploy
 
-install: $(STAMP) $(UI_STAMP)
+install: python-env $(UI_STAMP)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+## uv, at the version and hashes that requirements.lock gives it, installed with the venv's pip.
+uv: | $(BIN)/python
+	@$(BIN)/python infra/lock.py pin uv > $(VENV)/uv-requirement.txt
+	@cmp -s $(VENV)/uv-requirement.txt $(VENV)/uv-installed.txt 2>/dev/null && [ -x $(UV) ] || { \
+		$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/uv-requirement.txt && \
+		cp $(VENV)/uv-requirement.txt $(VENV)/uv-installed.txt; }
+
+## .venv exactly as requirements.lock says, on every run (a no-op in well under a second when
+## nothing drifted): a version changed by hand is put back, a package not in the lock removed.
+## Refuses to run when pyproject.toml's dependencies changed since the lock was made.
+python-env: uv
+	@$(PYTHON) infra/lock.py check
+	@printf -- '-r $(CURDIR)/$(LOCK)\n-e $(CURDIR)\n' > $(VENV)/sync.txt
+	$(UV) pip sync --quiet --no-build-isolation --strict $(VENV)/sync.txt
+
+## Relock after changing pyproject.toml's dependencies (UPGRADE=1 also moves every pin to the
+## newest release allowed); writes requirements.lock and infra/requirements-{gateway,ml}.txt.
+lock: uv
+	$(BIN)/python infra/lock.py write
 
 $(UI_STAMP): ui/package.json ui/package-lock.json
 	npm ci --prefix ui --no-audit --no-fund
@@ -46,36 +67,36 @@ $(CHROMIUM):
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 ## Run the whole system locally: embedded PostgreSQL, ML service on 8001, gateway on 8000.
-run: $(STAMP) $(UI_STAMP)
+run: python-env $(UI_STAMP)
 	$(BIN)/latina run
 
 ## Run every test (unit, integration against real PostgreSQL and a real S3 server, ...).
-test: $(STAMP) $(UI_STAMP) $(CHROMIUM)
+test: python-env $(UI_STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP)
+test-unit: python-env
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: python-env
 	$(BIN)/ruff check gateway ml_service shared tests infra
 	$(BIN)/ruff format --check gateway ml_service shared tests infra
 	$(BIN)/mypy
 
-migrate: $(STAMP)
+migrate: python-env
 	$(BIN)/latina migrate
 
 ## A simulated trainer rates 50 samples on a fresh local stack: learning curve, prompt
 ## lineage, A/B decisions, and demo-output/rating-curve.png. Past phase 1 (reward model, active
 ## learning, prediction error): make demo DEMO_ARGS="--samples 80".
-demo: $(STAMP) $(UI_STAMP)
+demo: python-env $(UI_STAMP)
 	$(BIN)/python -m tests.demo $(DEMO_ARGS)
 
-bench: $(STAMP)
+bench: python-env
 	$(BIN)/python -m tests.benchmarks
 
 ## The CloudFormation template, offline (no AWS account), then cfn-lint on it: no errors and no
 ## warnings but the framework's known W3005. CI runs this.
-package: $(STAMP) $(UI_STAMP) $(INFRA_STAMP)
+package: python-env $(UI_STAMP) $(INFRA_STAMP)
 	rm -rf .serverless
 	$(SLS) package --stage $(STAGE) --region $(REGION) --param="mlImage=$(PACKAGE_IMAGE)"
 	$(BIN)/python infra/check_package.py .serverless
@@ -84,7 +105,7 @@ package: $(STAMP) $(UI_STAMP) $(INFRA_STAMP)
 
 ## Deploy a stage: make deploy STAGE=dev|prod ML_IMAGE=<ecr repo>@sha256:<digest>. On an existing
 ## stack the migrate function is updated and run first, so new code never meets an old schema.
-deploy: $(STAMP) $(UI_STAMP) $(INFRA_STAMP)
+deploy: python-env $(UI_STAMP) $(INFRA_STAMP)
 	@case "$(ML_IMAGE)" in *@sha256:*) ;; *) echo "ML_IMAGE=<ecr repo>@sha256:<digest> is required (deploy by digest, not tag)" >&2; exit 2;; esac
 	@if $(SLS) info $(SLS_ARGS) >/dev/null 2>&1; then \
 		echo "migrating $(STAGE) before the new code goes live"; \
