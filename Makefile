@@ -40,13 +40,17 @@ uv: | $(BIN)/python
 		$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/uv-requirement.txt && \
 		cp $(VENV)/uv-requirement.txt $(VENV)/uv-installed.txt; }
 
-## .venv exactly as requirements.lock says, on every run (a no-op in well under a second when
+## .venv exactly as requirements.lock says, on every run (about a second when
 ## nothing drifted): a version changed by hand is put back, a package not in the lock removed.
 ## Refuses to run when pyproject.toml's dependencies changed since the lock was made.
 python-env: uv
 	@$(PYTHON) infra/lock.py check
+	@# the locked packages first: the editable install below builds with the locked setuptools
+	$(UV) pip install --quiet --no-deps -r $(LOCK)
 	@printf -- '-r $(CURDIR)/$(LOCK)\n-e $(CURDIR)\n' > $(VENV)/sync.txt
-	$(UV) pip sync --quiet --no-build-isolation --strict $(VENV)/sync.txt
+	@# from uv's cache when it holds everything (fast), else from the index
+	$(UV) pip sync --quiet --no-build-isolation --strict --offline $(VENV)/sync.txt 2>/dev/null || \
+		$(UV) pip sync --quiet --no-build-isolation --strict $(VENV)/sync.txt
 
 ## Relock after changing pyproject.toml's dependencies (UPGRADE=1 also moves every pin to the
 ## newest release allowed); writes requirements.lock and infra/requirements-{gateway,ml}.txt.
