@@ -132,7 +132,10 @@ async def site(
     providers: dict[str, ImageProvider] | None,
 ) -> AsyncIterator[Site]:
     _, token = await accounts.create_user(db_pool, TRAINER, "trainer", password=PASSWORD)
-    app = create_app(settings.model_copy(update={"ml_service_url": ml_url}), providers=providers)
+    # The pages show what the ML service answers: wait for it as production would (the first GP
+    # fit of a test session, cold, can take longer than the 1 s the HTTP-level tests allow).
+    patient = {"ml_service_url": ml_url, "ml_service_timeout": 30.0}
+    app = create_app(settings.model_copy(update=patient), providers=providers)
     async with LifespanManager(app) as manager, serve(manager.app) as url:
         yield Site(url=url, pool=db_pool, token=token)
 
