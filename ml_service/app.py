@@ -28,6 +28,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await resources.gp.start()  # worker processes up before the first request
         try:
             yield
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -166,6 +167,69 @@ class BayesianOptimizer:
             # Distinct parameters for concurrent trainers even when EI has one sharp peak.
             return Proposal(space.to_parameters(explore), "explore", fit_seconds, seconds)
         return Proposal(space.to_parameters(x), "gp", fit_seconds, seconds)
+
+    def explore(self, study: str, api: str, sequence_index: int) -> dict[str, float | int]:
+        """The Sobol point of ``sequence_index``: where a suggestion goes when the model's
+        would repeat a pending one."""
+        space = self._spaces[api]
+        x = core.sobol_point(space.bounds, sequence_index, _seed(study, api))
+        return space.to_parameters(core.round_integers(x, space.integer_dims, space.bounds))
+
+    def repeats(
+        self, api: str, parameters: dict[str, Any], others: Sequence[dict[str, Any]]
+    ) -> bool:
+        """Whether ``parameters`` repeat one of ``others`` (in the unit cube, 1e-3)."""
+        if not others:
+            return False
+        space = self._spaces[api]
+        return core.too_close(
+            space.to_tensor([parameters])[0], space.to_tensor(others), space.bounds
+        )
+
+    def propose_batch(
+        self,
+        study: str,
+        api: str,
+        observations: Sequence[tuple[dict[str, Any], int]],
+        pending: Sequence[dict[str, Any]],
+        sequence_index: int,
+        k: int,
+    ) -> list[Proposal]:
+        """``k`` distinct proposals for ``k`` callers at once (indices ``sequence_index`` on):
+        the first as ``propose`` gives it, the others by Thompson sampling from the same fitted
+        model, each apart from ``pending`` and from each other (Sobol points make up any
+        shortfall)."""
+        first = self.propose(study, api, observations, pending, sequence_index)
+        space = self._spaces[api]
+        chosen = [*pending, first.parameters]
+        out = [first]
+        if k > 1 and first.strategy not in ("sobol", "explore"):
+            with _GP_LOCK:
+                fitted = self._fitted(study, api, observations)
+                started = time.perf_counter()
+                points = core.thompson_batch(
+                    fitted,
+                    space.bounds,
+                    space.integer_dims,
+                    k - 1,
+                    space.to_tensor(chosen),
+                    seed=_seed(study, api, sequence_index),
+                )
+                seconds = time.perf_counter() - started
+            out += [Proposal(space.to_parameters(x), "gp", 0.0, seconds) for x in points]
+        index = sequence_index + 1
+        while len(out) < k:
+            x = core.round_integers(
+                core.sobol_point(space.bounds, index, _seed(study, api)),
+                space.integer_dims,
+                space.bounds,
+            )
+            taken = space.to_tensor([*chosen, *(p.parameters for p in out)])
+            if not core.too_close(x, taken, space.bounds):
+                strategy = "sobol" if len(observations) < self.n_initial else "explore"
+                out.append(Proposal(space.to_parameters(x), strategy))
+            index += 1
+        return out
 
     def best(
         self, study: str, api: str, observations: Sequence[tuple[dict[str, Any], int]]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from shared.errors import (
+    Busy,
     Conflict,
     DatabaseUnavailable,
+    DeadlineExceeded,
     Forbidden,
     InvalidInput,
     LatinaError,
@@ -18,8 +20,10 @@ STATUS_TABLE: dict[type[LatinaError], int] = dict(BASE_STATUS_TABLE)
 
 __all__ = [
     "STATUS_TABLE",
+    "Busy",
     "Conflict",
     "DatabaseUnavailable",
+    "DeadlineExceeded",
     "Forbidden",
     "InvalidInput",
     "LatinaError",

@@ -7,6 +7,8 @@ import base64
 import binascii
 import logging
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -14,8 +16,9 @@ from PIL import Image
 
 from ml_service import feature_extraction as features
 from ml_service import observation_store as store
-from ml_service.bayes import BayesianOptimizer, Proposal, observed_best
-from ml_service.errors import Conflict, InvalidInput, NotFound
+from ml_service.bayes import BayesianOptimizer, observed_best
+from ml_service.errors import Busy, Conflict, InvalidInput, NotFound
+from ml_service.gp_work import GPWork
 from ml_service.telemetry import record_timings
 from ml_service.validation import check_api, check_observation
 from shared.wire.ml import BestForApi, ObservationIn, Suggestion
@@ -27,19 +30,42 @@ def new_suggestion_id() -> str:
     return "sug_" + secrets.token_hex(12)
 
 
-class SuggestionWork:
-    """Per-process coordination: one computation at a time per (study, api), background
-    precomputation after each update, and the settings they need."""
+MAX_BATCH = 16  # suggestions one computation makes for callers waiting on the same API
 
-    def __init__(self, optimizer: BayesianOptimizer, pending_ttl_seconds: float) -> None:
+
+class SuggestionWork:
+    """Per-process coordination: one computation at a time per (study, api) — made for every
+    caller waiting on it at once — background precomputation after each update, the GP queue
+    they run through, and their settings."""
+
+    def __init__(
+        self, optimizer: BayesianOptimizer, gp: GPWork, pending_ttl_seconds: float
+    ) -> None:
         self.optimizer = optimizer
+        self.gp = gp
         self.pending_ttl_seconds = pending_ttl_seconds
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._waiting: dict[tuple[str, str], int] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._again: set[tuple[str, str]] = set()
 
-    def lock(self, study: str, api: str) -> asyncio.Lock:
-        return self._locks.setdefault((study, api), asyncio.Lock())
+    @asynccontextmanager
+    async def turn(self, study: str, api: str) -> AsyncIterator[None]:
+        """This process's turn to suggest for (study, api); ``waiting`` counts who queues."""
+        key = (study, api)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            await lock.acquire()
+        finally:
+            self._waiting[key] -= 1
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def waiting(self, study: str, api: str) -> int:
+        return self._waiting.get((study, api), 0)
 
     def schedule_precompute(self, pool: asyncpg.Pool[Any], study: str, api: str) -> None:
         key = (study, api)
@@ -54,6 +80,8 @@ class SuggestionWork:
             self._again.discard((study, api))
             try:
                 await precompute(pool, self, study, api)
+            except Busy:
+                log.info("precompute skipped: GP queue full", extra={"study": study, "api": api})
             except Exception:  # background work: log, never crash the process
                 log.exception("precompute failed", extra={"study": study, "api": api})
             if (study, api) not in self._again:
@@ -70,37 +98,68 @@ class SuggestionWork:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
 
-async def _compute(
-    conn: Any, work: SuggestionWork, study: str, api: str, n_obs: int, *, issued: bool
+async def _compute_and_store(
+    pool: asyncpg.Pool[Any],
+    work: SuggestionWork,
+    study: str,
+    api: str,
+    n_obs: int,
+    *,
+    issue_first: bool,
+    deadline: float | None = None,
 ) -> Suggestion:
-    observations = await store.load_observations(conn, study, api)
-    pending = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
-    index = await store.next_sequence_index(conn, study, api)
-    proposal: Proposal = await asyncio.to_thread(
-        work.optimizer.propose, study, api, observations, pending, index
+    """Compute suggestions for this caller and everyone waiting behind it, holding no database
+    connection while the GP works; store the first (issued when ``issue_first``) and the rest
+    as precomputed for the waiting callers to claim. Each stays apart from the suggestions
+    pending when it is stored (another process may have issued some meanwhile)."""
+    async with pool.acquire() as conn:
+        observations = await store.load_observations(conn, study, api)
+        pending = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
+        index = await store.next_sequence_index(conn, study, api)
+    k = min(MAX_BATCH, 1 + work.waiting(study, api))
+    proposals = await work.gp.propose(
+        study, api, observations, pending, index, k, deadline=deadline
     )
-    record_timings(proposal.fit_seconds, proposal.acquisition_seconds)
-    suggestion = store.StoredSuggestion(
-        new_suggestion_id(), api, dict(proposal.parameters), proposal.strategy, n_obs
-    )
-    await store.insert_suggestion(conn, study, suggestion, index, issued=issued)
+    async with pool.acquire() as conn, conn.transaction():
+        await store.lock_api(conn, study, api)
+        taken = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
+        index = await store.next_sequence_index(conn, study, api)
+        stored: list[store.StoredSuggestion] = []
+        for i, proposal in enumerate(proposals):
+            record_timings(proposal.fit_seconds, proposal.acquisition_seconds)
+            parameters, strategy = dict(proposal.parameters), proposal.strategy
+            while work.optimizer.repeats(api, parameters, taken):
+                parameters, strategy = work.optimizer.explore(study, api, index), "explore"
+                index += 1
+            suggestion = store.StoredSuggestion(
+                new_suggestion_id(), api, parameters, strategy, n_obs
+            )
+            await store.insert_suggestion(
+                conn, study, suggestion, index, issued=issue_first and i == 0
+            )
+            stored.append(suggestion)
+            taken.append(parameters)
+            index += 1
+    first = stored[0]
     return Suggestion(
-        suggestion_id=suggestion.id,
-        api=api,
-        strategy=proposal.strategy,
-        parameters=proposal.parameters,
+        suggestion_id=first.id, api=api, strategy=first.strategy, parameters=first.parameters
     )
 
 
 async def suggest_one(
-    pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, api: str
+    pool: asyncpg.Pool[Any],
+    work: SuggestionWork,
+    study: str,
+    api: str,
+    deadline: float | None = None,
 ) -> tuple[Suggestion, bool]:
     """A suggestion for ``api``; ``True`` when it was precomputed for the current data."""
-    async with work.lock(study, api), pool.acquire() as conn, conn.transaction():
-        await store.ensure_study(conn, study)
-        await store.lock_api(conn, study, api)
-        n_obs = (await store.count_observations(conn, study)).get(api, 0)
-        claimed = await store.claim_precomputed(conn, study, api, n_obs)
+    async with work.turn(study, api):
+        async with pool.acquire() as conn, conn.transaction():
+            await store.ensure_study(conn, study)
+            await store.lock_api(conn, study, api)
+            n_obs = (await store.count_observations(conn, study)).get(api, 0)
+            claimed = await store.claim_precomputed(conn, study, api, n_obs)
         if claimed is not None:
             hit = Suggestion(
                 suggestion_id=claimed.id,
@@ -109,18 +168,28 @@ async def suggest_one(
                 parameters=claimed.parameters,
             )
             return hit, True
-        return await _compute(conn, work, study, api, n_obs, issued=True), False
+        computed = await _compute_and_store(
+            pool, work, study, api, n_obs, issue_first=True, deadline=deadline
+        )
+        return computed, False
 
 
 async def suggest_parameters(
-    pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, apis: list[str]
+    pool: asyncpg.Pool[Any],
+    work: SuggestionWork,
+    study: str,
+    apis: list[str],
+    *,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
+    """One suggestion per API. ``deadline`` (``time.monotonic()``): the caller's; GP work still
+    queued when it passes is dropped (``DeadlineExceeded``)."""
     for api in apis:
         check_api(work.optimizer.space, api)
     if len(set(apis)) != len(apis):
         raise InvalidInput("each api may be asked for once", code="duplicate_api")
-    # Database work for the APIs overlaps; their GP work is serialised by the optimizer.
-    answers = await asyncio.gather(*(suggest_one(pool, work, study, api) for api in apis))
+    # Database work for the APIs overlaps; their GP work goes through the GP queue.
+    answers = await asyncio.gather(*(suggest_one(pool, work, study, api, deadline) for api in apis))
     suggestions = [suggestion.model_dump() for suggestion, _ in answers]
     for api in apis:
         # the next request should find one ready, computed with this one as pending
@@ -135,14 +204,15 @@ async def suggest_parameters(
 
 async def precompute(pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, api: str) -> bool:
     """Compute and store the next suggestion for the current data unless one is ready."""
-    async with work.lock(study, api), pool.acquire() as conn, conn.transaction():
-        await store.ensure_study(conn, study)
-        await store.lock_api(conn, study, api)
-        n_obs = (await store.count_observations(conn, study)).get(api, 0)
-        await store.discard_stale_precomputed(conn, study, api, n_obs)
-        if await store.has_precomputed(conn, study, api, n_obs):
-            return False
-        await _compute(conn, work, study, api, n_obs, issued=False)
+    async with work.turn(study, api):
+        async with pool.acquire() as conn, conn.transaction():
+            await store.ensure_study(conn, study)
+            await store.lock_api(conn, study, api)
+            n_obs = (await store.count_observations(conn, study)).get(api, 0)
+            await store.discard_stale_precomputed(conn, study, api, n_obs)
+            if await store.has_precomputed(conn, study, api, n_obs):
+                return False
+        await _compute_and_store(pool, work, study, api, n_obs, issue_first=False)
         return True
 
 
@@ -255,7 +325,7 @@ async def best_parameters(
             for api in work.optimizer.space.apis
         }
     for api, rows in loaded.items():
-        found = await asyncio.to_thread(work.optimizer.best, study, api, rows)
+        found = await work.gp.best(study, api, rows)
         out[api] = BestForApi(
             parameters=found.parameters,
             predicted_rating=found.predicted_rating,

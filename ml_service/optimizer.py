@@ -224,6 +224,38 @@ def propose(
     return x, time.perf_counter() - started
 
 
+def thompson_batch(
+    fitted: FittedModel,
+    bounds: torch.Tensor,
+    integer_dims: list[int],
+    k: int,
+    avoid: torch.Tensor | None,
+    seed: int,
+    n_candidates: int = 512,
+) -> list[torch.Tensor]:
+    """Up to ``k`` distinct points (each d) by Thompson sampling: ``k`` joint draws of the
+    posterior over ``n_candidates`` scrambled-Sobol points, each draw's argmax, skipping points
+    too close to ``avoid`` (m x d) or to one already taken. One posterior, not ``k``
+    acquisitions: what a burst of concurrent callers for one API is answered with."""
+    d = bounds.shape[1]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        engine = torch.quasirandom.SobolEngine(d, scramble=True, seed=seed)  # type: ignore[no-untyped-call]
+        unit = engine.draw(n_candidates, dtype=DTYPE)
+        candidates = bounds[0] + unit * (bounds[1] - bounds[0])
+        with torch.no_grad():
+            draws = fitted.model.posterior(candidates).rsample(torch.Size([4 * k])).squeeze(-1)
+    taken: list[torch.Tensor] = []
+    for draw in draws:
+        x = round_integers(candidates[int(draw.argmax().item())], integer_dims, bounds)
+        others = [t for t in (avoid, torch.stack(taken) if taken else None) if t is not None]
+        if not any(too_close(x, o, bounds) for o in others):
+            taken.append(x)
+        if len(taken) == k:
+            break
+    return taken
+
+
 def posterior_best(fitted: FittedModel, candidates: torch.Tensor) -> tuple[int, float, float]:
     """Among ``candidates`` (n x d), the index with the highest posterior mean, and its mean and
     sd in rating units (the sd from the mapped mean +- one sd)."""

@@ -16,6 +16,7 @@ import torch
 
 from ml_service.bayes import BayesianOptimizer
 from ml_service.flows import SuggestionWork
+from ml_service.gp_work import GPWork, OptimizerConfig, default_workers
 from ml_service.optimizer import AcquisitionConfig
 from shared.db.pool import create_pool
 from shared.db.setup import database_dsn
@@ -35,7 +36,17 @@ class Resources:
             n_initial=settings.ml_initial_samples,
             acquisition=AcquisitionConfig(large_study=settings.ml_large_study),
         )
-        self.work = SuggestionWork(self.optimizer, settings.ml_pending_ttl_seconds)
+        self.gp = GPWork(
+            self.optimizer,
+            OptimizerConfig(
+                settings.search_space_file, settings.ml_initial_samples, settings.ml_large_study
+            ),
+            workers=default_workers(
+                settings.ml_gp_workers, on_lambda=settings.aws_lambda_function_name is not None
+            ),
+            queue_limit=settings.ml_gp_queue_limit,
+        )
+        self.work = SuggestionWork(self.optimizer, self.gp, settings.ml_pending_ttl_seconds)
         self._pool: asyncpg.Pool[Any] | None = None
         self._lock: asyncio.Lock | None = None
         self._store: ObjectStore | None = None
@@ -72,6 +83,7 @@ class Resources:
 
     async def close(self) -> None:
         await self.work.close()
+        await self.gp.close()
         await self._store_stack.aclose()
         self._store = None
         if self._pool is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from typing import Any
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,6 +22,48 @@ from shared.errors import DatabaseUnavailable
 from shared.wire.ml import SuggestRequest, UpdateRequest
 
 _STUDY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEADLINE_HEADER = "X-Request-Deadline"
+CLIENT_GONE = 499  # never seen by anyone: the client has disconnected
+T = TypeVar("T")
+
+
+def _deadline(request: Request) -> float | None:
+    """``X-Request-Deadline``: seconds the caller will still wait, as a ``time.monotonic()``."""
+    raw = request.headers.get(DEADLINE_HEADER)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 3600:
+        raise InvalidInput(
+            f"{DEADLINE_HEADER} must be the seconds the caller still waits (0-3600]",
+            code="invalid_deadline",
+            details={"header": DEADLINE_HEADER, "value": raw},
+        )
+    return time.monotonic() + seconds
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None when the client disconnects first: then ``work`` is
+    cancelled, so what it still had queued leaves the queue."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and task.cancelled():
+            return None
+        raise
+    finally:
+        watcher.cancel()
 
 
 def _resources(request: Request) -> Resources:
@@ -71,6 +116,7 @@ async def health(request: Request) -> Response:
             "apis": resources.search_space.apis,
             "n_observations": counts,
             "models": resources.optimizer.model_state(),
+            "gp": resources.gp.state(),
         },
         status_code=200 if database == "ok" else 503,
     )
@@ -95,9 +141,16 @@ async def suggest_parameters(request: Request) -> Response:
             else resources.search_space.apis,
             study=_study(request.query_params.get("study")),
         )
-    result = await flows.suggest_parameters(
-        await resources.pool(), resources.work, parsed.study, parsed.apis
+    deadline = _deadline(request)
+    pool = await resources.pool()
+    result = await _unless_disconnected(
+        request,
+        flows.suggest_parameters(
+            pool, resources.work, parsed.study, parsed.apis, deadline=deadline
+        ),
     )
+    if result is None:
+        return Response(status_code=CLIENT_GONE)
     return JSONResponse(result)
 
 

@@ -78,6 +78,22 @@ class RateLimited(LatinaError):
         self.retry_after = retry_after
 
 
+class Busy(LatinaError):
+    """The service's queue of work is full: try again after ``retry_after`` seconds."""
+
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: float, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(LatinaError):
+    """The caller's deadline passed before the work could start."""
+
+    code = "deadline_exceeded"
+
+
 class UpstreamError(LatinaError):
     """An upstream (ML service, image API, LLM) failed after its retries."""
 

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     ml_initial_samples: int = Field(default=5, ge=1)
     ml_pending_ttl_seconds: float = Field(default=1800.0, gt=0)
     ml_large_study: int = Field(default=300, ge=10)
+    # GP fits and acquisitions: 0 = inline (one at a time in a thread of the service), N = N
+    # worker processes; unset = inline on Lambda, else one process per core (at most 4)
+    ml_gp_workers: int | None = Field(default=None, ge=0, le=64)
+    ml_gp_queue_limit: int = Field(default=32, ge=1)
     aws_lambda_function_name: str | None = None
     reward_model_bucket: str = "latina-models"
     reward_members: int = Field(default=5, ge=1)

@@ -29,6 +29,8 @@ BASE_STATUS_TABLE: dict[type[errors.LatinaError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.InvalidInput: 422,
     errors.RateLimited: 429,
+    errors.Busy: 503,
+    errors.DeadlineExceeded: 504,
     errors.UpstreamError: 502,
     errors.UpstreamUnavailable: 503,
     errors.UpstreamTimeout: 504,
@@ -77,8 +79,9 @@ def exception_handlers(
         response = JSONResponse(exc.to_body(), status_code=status)
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, errors.RateLimited) and exc.retry_after is not None:
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, round(retry_after)))
         if status >= 500:
             log.warning("request failed: %s", exc.message, extra={"code": exc.code})
         return response

@@ -12,6 +12,7 @@ from shared.search_space import SearchSpace
 from shared.wire.ml import ObservationIn, Suggestion
 
 HEALTH_TIMEOUT = 2.0
+DEADLINE_HEADER = "X-Request-Deadline"
 UPSTREAM = "ml_service"
 
 
@@ -64,8 +65,13 @@ class HttpMLClient:
         return await self._call("GET", "/ml/health", timeout=HEALTH_TIMEOUT)
 
     async def suggest(self, apis: list[str]) -> list[Suggestion]:
+        # The ML service drops the GP work still queued when this deadline passes.
+        wait = self._http.timeout.read or 60.0
         body = await self._call(
-            "POST", "/ml/suggest_parameters", json={"apis": apis, "study": self._study}
+            "POST",
+            "/ml/suggest_parameters",
+            json={"apis": apis, "study": self._study},
+            headers={DEADLINE_HEADER: f"{wait:.3f}"},
         )
         return [Suggestion.model_validate(s) for s in body["suggestions"]]
 

@@ -1,0 +1,270 @@
+"""GP work apart from serving: a bounded queue that callers can leave, deadlines, 503 when full,
+worker processes that leave the event loop free, and the gateway's fallback when busy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+
+from ml_service.app import create_app
+from ml_service.errors import Busy, DeadlineExceeded
+from ml_service.gp_work import GPWork, OptimizerConfig
+from ml_service.optimizer import AcquisitionConfig
+from shared.settings import Settings
+from tests.conftest import ML_TOKEN
+from tests.images import interior
+from tests.servers import gateway_client, serve
+
+AUTH = {"Authorization": f"Bearer {ML_TOKEN}"}
+LEO = {"init_strength": 0.3, "guidance_scale": 7.0, "controlnet_weight": 0.6}
+
+
+def wait_for_file(path: str) -> str:
+    """A computation that runs until the test lets it finish (in a thread or a process), or
+    30 s at most, so that a failing test cannot hang the run."""
+    give_up = time.monotonic() + 30
+    while not Path(path).exists() and time.monotonic() < give_up:
+        time.sleep(0.01)
+    return path
+
+
+def gp_work(settings: Settings, *, workers: int, queue_limit: int = 4) -> GPWork:
+    app = create_app(settings)
+    config = OptimizerConfig(None, settings.ml_initial_samples, settings.ml_large_study)
+    return GPWork(app.state.resources.optimizer, config, workers=workers, queue_limit=queue_limit)
+
+
+async def until(condition: Any) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition never held")
+
+
+async def test_a_cancelled_caller_takes_its_work_out_of_the_queue(
+    settings: Settings, tmp_path: Path
+) -> None:
+    gp = gp_work(settings, workers=0)
+    release = tmp_path / "release"
+    running = asyncio.create_task(gp.run(wait_for_file, str(release)))
+    await until(lambda: gp.running == 1)
+    ran: list[str] = []
+    queued = asyncio.create_task(gp.run(ran.append, "should never run"))
+    await until(lambda: gp.queued == 1)
+    queued.cancel()
+    await until(lambda: gp.queued == 0)
+    release.touch()
+    assert await running == str(release)
+    assert ran == [] and gp.state()["running"] == 0
+
+
+async def test_a_full_queue_refuses_at_once_with_retry_after(
+    settings: Settings, tmp_path: Path
+) -> None:
+    gp = gp_work(settings, workers=0, queue_limit=1)
+    release = tmp_path / "release"
+    first = asyncio.create_task(gp.run(wait_for_file, str(release)))
+    await until(lambda: gp.running == 1)
+    second = asyncio.create_task(gp.run(wait_for_file, str(release)))
+    await until(lambda: gp.queued == 1)
+    with pytest.raises(Busy) as refused:
+        await gp.run(wait_for_file, str(release))
+    assert refused.value.retry_after > 0 and refused.value.details["queued"] == 1
+    release.touch()
+    assert await first == await second == str(release)
+    assert gp.state()["refused"] == 1
+
+
+async def test_work_whose_deadline_passed_in_the_queue_is_dropped(
+    settings: Settings, tmp_path: Path
+) -> None:
+    gp = gp_work(settings, workers=0)
+    release = tmp_path / "release"
+    first = asyncio.create_task(gp.run(wait_for_file, str(release)))
+    await until(lambda: gp.running == 1)
+    ran: list[str] = []
+    late = asyncio.create_task(gp.run(ran.append, "late", deadline=time.monotonic() + 0.05))
+    await asyncio.sleep(0.1)
+    release.touch()
+    await first
+    with pytest.raises(DeadlineExceeded):
+        await late
+    assert ran == [] and gp.state()["dropped"] == 1
+
+
+async def test_a_running_computation_keeps_its_slot_after_its_caller_left(
+    settings: Settings, tmp_path: Path
+) -> None:
+    gp = gp_work(settings, workers=0)
+    release = tmp_path / "release"
+    abandoned = asyncio.create_task(gp.run(wait_for_file, str(release)))
+    await until(lambda: gp.running == 1)
+    abandoned.cancel()
+    ran: list[str] = []
+    nxt = asyncio.create_task(gp.run(ran.append, "next"))
+    await asyncio.sleep(0.05)
+    assert gp.running == 1 and ran == []  # not started beside the one still computing
+    release.touch()
+    await nxt
+    assert ran == ["next"]
+
+
+async def test_worker_processes_compute_while_the_service_answers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    gp = gp_work(settings, workers=2)
+    try:
+        await gp.start()
+        releases = [tmp_path / "a", tmp_path / "b"]
+        jobs = [asyncio.create_task(gp.run(wait_for_file, str(p))) for p in releases]
+        await until(lambda: gp.running == 2)
+        # both slots busy in other processes: this loop still runs, the jobs still wait
+        await asyncio.sleep(0.05)
+        assert not any(job.done() for job in jobs)
+        for path in releases:
+            path.touch()
+        assert await asyncio.gather(*jobs) == [str(p) for p in releases]
+        # a real GP computation in a worker process
+        observations = [({**LEO, "guidance_scale": 3.0 + i}, 1 + i % 5) for i in range(8)]
+        (proposal,) = await gp.propose("procs", "leonardo", observations, [], 8)
+        assert proposal.strategy in ("gp", "explore")
+        assert set(proposal.parameters) == set(LEO)
+    finally:
+        await gp.close()
+
+
+@pytest.fixture
+async def ml_server(settings: Settings) -> AsyncIterator[tuple[str, Starlette]]:
+    app = create_app(settings.model_copy(update={"ml_gp_queue_limit": 1}))
+    app.state.resources.optimizer.acquisition = AcquisitionConfig(num_restarts=2, raw_samples=32)
+    async with LifespanManager(app), serve(app) as url:
+        yield url, app
+    await app.state.resources.close()
+
+
+async def seed(http: httpx.AsyncClient, study: str, n: int) -> None:
+    """``n`` rated observations per API, enough that the next suggestion needs the GP."""
+    for i in range(n):
+        body = (await http.post("/ml/suggest_parameters", json={"study": study})).json()
+        batch = [
+            {
+                "observation_id": f"{study}-{i}-{s['api']}",
+                "suggestion_id": s["suggestion_id"],
+                "api": s["api"],
+                "parameters": s["parameters"],
+                "rating": 1 + (i * 3 + len(s["api"])) % 5,
+            }
+            for s in body["suggestions"]
+        ]
+        response = await http.post("/ml/update_model", json={"study": study, "observations": batch})
+        assert response.status_code == 200, response.text
+
+
+async def test_health_answers_and_abandoned_suggestions_leave_nothing_behind(
+    ml_server: tuple[str, Starlette], tmp_path: Path, db_pool: asyncpg.Pool[Any]
+) -> None:
+    url, app = ml_server
+    gp: GPWork = app.state.resources.gp
+    gp.queue_limit = 8
+    release = tmp_path / "release"
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as http:
+        await seed(http, "gone", 6)
+        await app.state.resources.work.drain()
+        blocker = asyncio.create_task(gp.run(wait_for_file, str(release)))
+        try:
+            await until(lambda: gp.running == 1)
+            health = await http.get("/ml/health")  # while the only GP slot is taken
+            assert health.status_code == 200 and health.json()["gp"]["running"] == 1
+
+            # the precomputed suggestion goes at once; the next one must wait for the GP
+            ready = await http.post(
+                "/ml/suggest_parameters", json={"study": "gone", "apis": ["leonardo"]}
+            )
+            assert ready.status_code == 200
+            await until(lambda: gp.queued == 1)  # the precomputation of the next one
+            async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=0.3) as impatient:
+                with pytest.raises(httpx.TimeoutException):
+                    await impatient.post(
+                        "/ml/suggest_parameters", json={"study": "gone", "apis": ["leonardo"]}
+                    )
+            await asyncio.sleep(0.2)
+            assert gp.queued == 1 and gp.running == 1 and not blocker.done()
+        finally:
+            release.touch()
+            await blocker
+        await app.state.resources.work.drain()
+    async with db_pool.acquire() as conn:
+        issued = await conn.fetchval(
+            "SELECT count(*) FROM ml.suggestions WHERE study = 'gone' AND issued_at IS NOT NULL"
+        )
+    assert issued == 6 * 2 + 1  # the seeding's and the one answered: none for the caller gone
+
+
+async def test_a_full_queue_answers_503_and_the_gateway_trains_with_its_fallback(
+    ml_server: tuple[str, Starlette],
+    settings: Settings,
+    trainer_token: str,
+    tmp_path: Path,
+) -> None:
+    url, app = ml_server
+    gp: GPWork = app.state.resources.gp
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as http:
+        await seed(http, "default", 6)
+        await app.state.resources.work.drain()
+        release = tmp_path / "release"
+        blockers = [asyncio.create_task(gp.run(wait_for_file, str(release))) for _ in range(2)]
+        await until(lambda: gp.running == 1 and gp.queued == 1)
+        # the precomputed suggestion is claimed first; the one after must queue, and cannot
+        first = await http.post("/ml/suggest_parameters", json={"apis": ["leonardo"]})
+        assert first.status_code == 200
+
+        busy = await http.post("/ml/suggest_parameters", json={"apis": ["leonardo"]})
+        assert busy.status_code == 503
+        assert busy.json()["error"]["code"] == "busy"
+        assert int(busy.headers["Retry-After"]) >= 1
+
+        patient = settings.model_copy(update={"ml_service_url": url, "ml_service_timeout": 30.0})
+        async with gateway_client(patient, trainer_token) as client:
+            train = await client.post(
+                "/api/enhance/train", files={"image": ("r.jpg", interior(), "image/jpeg")}
+            )
+        assert train.status_code == 201, train.text
+        assert {o["strategy"] for o in train.json()["options"]} == {"fallback"}
+        release.touch()
+        await asyncio.gather(*blockers)
+
+
+async def test_a_burst_for_one_api_gets_distinct_points_from_shared_computations(
+    ml_server: tuple[str, Starlette],
+) -> None:
+    url, app = ml_server
+    gp: GPWork = app.state.resources.gp
+    gp.queue_limit = 64
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as http:
+        await seed(http, "burst", 6)
+        await app.state.resources.work.drain()
+        before = gp.completed
+        answers = await asyncio.gather(
+            *(
+                http.post("/ml/suggest_parameters", json={"study": "burst", "apis": ["leonardo"]})
+                for _ in range(20)
+            )
+        )
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    points = {tuple(sorted(a.json()["suggestions"][0]["parameters"].items())) for a in answers}
+    assert len(points) == 20
+    strategies = {a.json()["suggestions"][0]["strategy"] for a in answers}
+    assert strategies <= {"gp", "explore"}
+    # waiting callers share a computation instead of queueing one each
+    await app.state.resources.work.drain()
+    assert gp.completed - before < 20
