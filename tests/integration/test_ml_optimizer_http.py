@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
@@ -78,6 +79,20 @@ async def feed(client: httpx.AsyncClient, study: str, n: int, rate: Any) -> None
             "/ml/update_model", json={"study": study, "observations": batch}
         )
         assert response.status_code == 200, response.text
+
+
+def sobol_design(api: str, n: int, seed: int) -> list[dict[str, float | int]]:
+    """``n`` parameter sets spread evenly over ``api``'s box (a scrambled Sobol sequence)."""
+    params = SPACE.parameters(api)
+    engine = torch.quasirandom.SobolEngine(len(params), scramble=True, seed=seed)
+    design = []
+    for unit in engine.draw(n, dtype=torch.float64).tolist():
+        row: dict[str, float | int] = {}
+        for p, u in zip(params, unit, strict=True):
+            value = p.low + u * (p.high - p.low)
+            row[p.name] = round(value) if p.type == "int" else round(value, 4)
+        design.append(row)
+    return design
 
 
 @pytest.mark.parametrize(
@@ -275,13 +290,29 @@ async def test_best_says_which_parameter_matters(
 ) -> None:
     client, _ = ml
 
-    def rate(api: str, params: dict[str, Any]) -> int:  # only the guidance scale matters
-        return 1 + round(4 * (1 - abs(params["guidance_scale"] - 9.0) / 11.0))
+    def rate(params: dict[str, Any]) -> int:  # only the guidance scale matters: a bump at 11
+        return 1 + round(4 * max(0.0, 1 - abs(params["guidance_scale"] - 11.0) / 4.0))
 
-    await feed(client, "importance", 14, rate)
+    # A fixed, space-filling design rather than the optimizer's own suggestions: what is under
+    # test is the importance read from the fit, and suggestions would cluster near the optimum
+    # (most ratings a flat 5) and vary from run to run with background timing. The bump is off
+    # mid-range because the prior mean's learned curvature can take up an effect centred there,
+    # leaving that parameter a long lengthscale (importance reads the lengthscales only).
+    # 20 points: over 100 design seeds per API no other weight passed 0.47 (with 14: 0.70).
+    batch = [
+        obs(f"{api}-{i}", api, params, rate(params))
+        for api in SPACE.apis
+        for i, params in enumerate(sobol_design(api, 20, seed=7))
+    ]
+    response = await client.post(
+        "/ml/update_model", json={"study": "importance", "observations": batch}
+    )
+    assert response.status_code == 200, response.text
     best = (await client.get("/ml/best", params={"study": "importance"})).json()["best"]
     for api in ("leonardo", "stable_diffusion"):
         weights = best[api]["importance"]
         assert set(weights) == set(best[api]["parameters"])
+        others = [w for name, w in weights.items() if name != "guidance_scale"]
+        # the largest weight is 1.0 by construction; guidance_scale's must be it, by a margin
         assert weights["guidance_scale"] == 1.0
-        assert all(0 < w < 1.0 for name, w in weights.items() if name != "guidance_scale")
+        assert all(0 < w <= 0.65 for w in others), weights
