@@ -231,14 +231,26 @@ class BayesianOptimizer:
             index += 1
         return out
 
+    def propose_with_best(
+        self,
+        study: str,
+        api: str,
+        observations: Sequence[tuple[dict[str, Any], int]],
+        pending: Sequence[dict[str, Any]],
+        sequence_index: int,
+        k: int,
+    ) -> tuple[list[Proposal], Best]:
+        """``propose_batch`` and, from the same fitted model, ``best``."""
+        proposals = self.propose_batch(study, api, observations, pending, sequence_index, k)
+        return proposals, self.best(study, api, observations)
+
     def best(
         self, study: str, api: str, observations: Sequence[tuple[dict[str, Any], int]]
     ) -> Best:
         """Among the parameters tried, the one with the highest posterior mean rating."""
         if not observations:
             return Best(None, None, None, "none")
-        ratings = [r for _, r in observations]
-        if len(observations) < 2 or len(set(ratings)) == 1:
+        if not needs_model(observations):
             return observed_best(observations)
         space = self._spaces[api]
         with _GP_LOCK:
@@ -252,6 +264,16 @@ class BayesianOptimizer:
             "model",
             dict(zip(space.names, weights, strict=True)),
         )
+
+
+def data_key(observations: Sequence[tuple[dict[str, Any], int]]) -> tuple[int, str]:
+    """What a fitted model is valid for: the count and the latest observation."""
+    return len(observations), repr(observations[-1]) if observations else ""
+
+
+def needs_model(observations: Sequence[tuple[dict[str, Any], int]]) -> bool:
+    """Whether ``best`` fits a GP for these observations (else it reads them directly)."""
+    return len(observations) >= 2 and len({r for _, r in observations}) > 1
 
 
 def observed_best(observations: Sequence[tuple[dict[str, Any], int]]) -> Best:

@@ -7,8 +7,10 @@ import base64
 import binascii
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -16,7 +18,7 @@ from PIL import Image
 
 from ml_service import feature_extraction as features
 from ml_service import observation_store as store
-from ml_service.bayes import BayesianOptimizer, observed_best
+from ml_service.bayes import BayesianOptimizer, Best, data_key, needs_model, observed_best
 from ml_service.errors import Busy, Conflict, InvalidInput, NotFound
 from ml_service.gp_work import GPWork
 from ml_service.telemetry import record_timings
@@ -31,6 +33,16 @@ def new_suggestion_id() -> str:
 
 
 MAX_BATCH = 16  # suggestions one computation makes for callers waiting on the same API
+
+
+@dataclass(frozen=True)
+class BestSnapshot:
+    """What the last fit for (study, api) said was best, and for which data."""
+
+    key: tuple[int, str]
+    best: Best
+    fitted_observations: int
+    at: float  # time.monotonic()
 
 
 class SuggestionWork:
@@ -48,6 +60,46 @@ class SuggestionWork:
         self._waiting: dict[tuple[str, str], int] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._again: set[tuple[str, str]] = set()
+        self._best: dict[tuple[str, str], BestSnapshot] = {}
+        self._refresh: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def remember_best(
+        self, study: str, api: str, observations: list[tuple[dict[str, Any], int]], best: Best
+    ) -> None:
+        key = (study, api)
+        known = self._best.get(key)
+        if known is None or known.fitted_observations <= len(observations):
+            self._best[key] = BestSnapshot(
+                data_key(observations), best, len(observations), time.monotonic()
+            )
+
+    def last_best(self, study: str, api: str) -> BestSnapshot | None:
+        return self._best.get((study, api))
+
+    def forget(self, study: str) -> None:
+        for key in [k for k in self._best if k[0] == study]:
+            del self._best[key]
+
+    def schedule_best_refresh(
+        self, study: str, api: str, observations: list[tuple[dict[str, Any], int]]
+    ) -> None:
+        """Refit for ``best`` in the background (one at a time per API), when the GP is free."""
+        key = (study, api)
+        running = self._refresh.get(key)
+        if running is not None and not running.done():
+            return
+
+        async def refresh() -> None:
+            try:
+                found = await self.gp.best(study, api, observations)
+            except Busy:
+                return
+            except Exception:  # background work: log, never crash the process
+                log.exception("best refresh failed", extra={"study": study, "api": api})
+                return
+            self.remember_best(study, api, observations, found)
+
+        self._refresh[key] = asyncio.create_task(refresh())
 
     @asynccontextmanager
     async def turn(self, study: str, api: str) -> AsyncIterator[None]:
@@ -93,9 +145,10 @@ class SuggestionWork:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     async def close(self) -> None:
-        for task in self._tasks.values():
+        tasks = [*self._tasks.values(), *self._refresh.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _compute_and_store(
@@ -117,9 +170,10 @@ async def _compute_and_store(
         pending = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
         index = await store.next_sequence_index(conn, study, api)
     k = min(MAX_BATCH, 1 + work.waiting(study, api))
-    proposals = await work.gp.propose(
+    proposals, best = await work.gp.propose(
         study, api, observations, pending, index, k, deadline=deadline
     )
+    work.remember_best(study, api, observations, best)
     async with pool.acquire() as conn, conn.transaction():
         await store.lock_api(conn, study, api)
         taken = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
@@ -318,6 +372,10 @@ async def update_model(
 async def best_parameters(
     pool: asyncpg.Pool[Any], work: SuggestionWork, study: str
 ) -> dict[str, Any]:
+    """Per API, the best parameters tried by the model's posterior mean. Never waits behind GP
+    work: the last fit's answer when it is for today's data; a fit now when the GP is idle;
+    else the last fit's answer however old (or the observed best), a refit in the background,
+    and ``fitted_observations`` / ``model_age_seconds`` say what it is based on."""
     out: dict[str, Any] = {}
     async with pool.acquire() as conn:
         loaded = {
@@ -325,7 +383,22 @@ async def best_parameters(
             for api in work.optimizer.space.apis
         }
     for api, rows in loaded.items():
-        found = await work.gp.best(study, api, rows)
+        snapshot = work.last_best(study, api)
+        if not needs_model(rows):
+            found, fitted, age = work.optimizer.best(study, api, rows), None, None
+        elif snapshot is not None and snapshot.key == data_key(rows):
+            found, fitted = snapshot.best, snapshot.fitted_observations
+            age = time.monotonic() - snapshot.at
+        elif work.gp.idle():
+            found, fitted, age = await work.gp.best(study, api, rows), len(rows), 0.0
+            work.remember_best(study, api, rows, found)
+        else:
+            work.schedule_best_refresh(study, api, rows)
+            if snapshot is not None:
+                found, fitted = snapshot.best, snapshot.fitted_observations
+                age = time.monotonic() - snapshot.at
+            else:
+                found, fitted, age = observed_best(rows), None, None
         out[api] = BestForApi(
             parameters=found.parameters,
             predicted_rating=found.predicted_rating,
@@ -333,6 +406,8 @@ async def best_parameters(
             n_observations=len(rows),
             source=found.source,
             importance=found.importance,
+            fitted_observations=fitted,
+            model_age_seconds=None if age is None else round(age, 3),
         ).model_dump()
     return {"study": study, "best": out}
 
@@ -350,4 +425,5 @@ async def delete_study(
     if not deleted:
         raise NotFound(f"no study named {study!r}", code="study_not_found")
     work.optimizer.forget(study)
+    work.forget(study)
     return {"deleted": study}

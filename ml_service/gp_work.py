@@ -82,19 +82,10 @@ def propose_in_worker(
     observations: Sequence[tuple[dict[str, Any], int]],
     pending: Sequence[dict[str, Any]],
     sequence_index: int,
-) -> Proposal:
-    return _worker_optimizer().propose(study, api, observations, pending, sequence_index)
-
-
-def propose_batch_in_worker(
-    study: str,
-    api: str,
-    observations: Sequence[tuple[dict[str, Any], int]],
-    pending: Sequence[dict[str, Any]],
-    sequence_index: int,
     k: int,
-) -> list[Proposal]:
-    return _worker_optimizer().propose_batch(study, api, observations, pending, sequence_index, k)
+) -> tuple[list[Proposal], Best]:
+    optimizer = _worker_optimizer()
+    return optimizer.propose_with_best(study, api, observations, pending, sequence_index, k)
 
 
 def best_in_worker(
@@ -168,6 +159,10 @@ class GPWork:
             pool = self._pool()
             await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self.slots)))
 
+    def idle(self) -> bool:
+        """A slot is free and nothing waits: work given now starts at once."""
+        return self.queued == 0 and self.running < self.slots
+
     def state(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
@@ -190,9 +185,10 @@ class GPWork:
         k: int = 1,
         *,
         deadline: float | None = None,
-    ) -> list[Proposal]:
-        """``k`` distinct proposals computed in one slot (``deadline``: ``time.monotonic()``)."""
-        fn = self.optimizer.propose_batch if self.mode == "inline" else propose_batch_in_worker
+    ) -> tuple[list[Proposal], Best]:
+        """``k`` distinct proposals computed in one slot (``deadline``: ``time.monotonic()``),
+        and the best parameters by the same fitted model."""
+        fn = self.optimizer.propose_with_best if self.mode == "inline" else propose_in_worker
         return await self.run(
             fn, study, api, observations, pending, sequence_index, k, deadline=deadline
         )

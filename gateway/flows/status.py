@@ -19,6 +19,18 @@ APIS = ("leonardo", "stable_diffusion")
 CURRENT_WINDOW = 10
 
 
+async def _gp_load(ml: MLClient) -> tuple[bool, int]:
+    """Whether GP work waits in the ML service's queue, and how much (from its health, which
+    never waits behind GP work); (False, 0) when it does not answer."""
+    try:
+        health = await ml.health()
+    except UpstreamError:
+        return False, 0
+    gp = health.get("gp") or {}
+    queued = int(gp.get("queued", 0))
+    return queued > 0, queued
+
+
 async def training_status(
     pool: asyncpg.Pool[Any], ml: MLClient, *, phase_1_target: int
 ) -> dict[str, Any]:
@@ -38,6 +50,8 @@ async def training_status(
         reachable = True
     except UpstreamError:
         best, reachable = {}, False
+    busy, queued = await _gp_load(ml)
+    reachable = reachable or busy
     reward: dict[str, Any] = {}
     if reachable:
         try:
@@ -80,7 +94,12 @@ async def training_status(
             {"sample": p.sample, "avg_rating": p.avg_rating, "best_so_far": p.best_so_far}
             for p in curve
         ],
-        "ml_service": {"reachable": reachable, "pending_updates": pending},
+        "ml_service": {
+            "reachable": reachable,
+            "pending_updates": pending,
+            "busy": busy,
+            "queued_computations": queued,
+        },
         "reward_model": {
             "trained": bool(reward.get("trained")),
             "version": reward.get("version"),

@@ -67,6 +67,10 @@ class BestForApi(BaseModel):
     source: Literal["model", "observed", "none"]
     # How much each parameter matters to the model, 0..1 (1: the most); None until a GP is fitted
     importance: dict[str, float] | None = None
+    # GET /ml/best never waits behind GP work: with the GP busy it serves the last model's answer.
+    # fitted_observations: the observations that model saw; model_age_seconds: how long ago.
+    fitted_observations: int | None = None
+    model_age_seconds: float | None = None
 
 
 class UpdateResponse(BaseModel):

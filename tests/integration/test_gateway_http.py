@@ -119,7 +119,12 @@ async def test_status_with_trainer_token_reports_empty_training(
     body = response.json()
     assert body["samples_collected"] == 0
     assert body["phase"] == 1 and body["phase_1_target"] == 50
-    assert body["ml_service"] == {"reachable": False, "pending_updates": 0}
+    assert body["ml_service"] == {
+        "reachable": False,
+        "pending_updates": 0,
+        "busy": False,
+        "queued_computations": 0,
+    }
     assert set(body["per_api"]) == {"leonardo", "stable_diffusion"}
 
 

@@ -42,7 +42,12 @@ async def test_ratings_while_ml_is_down_are_delivered_once_it_is_back(
             assert rate.status_code == 200, rate.text
             assert rate.json()["ml_updated"] is False
         status = (await client.get("/api/train/status")).json()
-        assert status["ml_service"] == {"reachable": False, "pending_updates": 3}
+        assert status["ml_service"] == {
+            "reachable": False,
+            "pending_updates": 3,
+            "busy": False,
+            "queued_computations": 0,
+        }
 
     ml_app = create_ml(settings)
     async with (

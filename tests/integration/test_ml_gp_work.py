@@ -136,9 +136,12 @@ async def test_worker_processes_compute_while_the_service_answers(
         assert await asyncio.gather(*jobs) == [str(p) for p in releases]
         # a real GP computation in a worker process
         observations = [({**LEO, "guidance_scale": 3.0 + i}, 1 + i % 5) for i in range(8)]
-        (proposal,) = await gp.propose("procs", "leonardo", observations, [], 8)
-        assert proposal.strategy in ("gp", "explore")
-        assert set(proposal.parameters) == set(LEO)
+        proposals, best = await gp.propose("procs", "leonardo", observations, [], 8, k=3)
+        assert len(proposals) == 3
+        assert all(p.strategy in ("gp", "explore") for p in proposals)
+        assert all(set(p.parameters) == set(LEO) for p in proposals)
+        assert len({tuple(sorted(p.parameters.items())) for p in proposals}) == 3
+        assert best.source == "model" and best.parameters in [o for o, _ in observations]
     finally:
         await gp.close()
 
@@ -268,3 +271,65 @@ async def test_a_burst_for_one_api_gets_distinct_points_from_shared_computations
     # waiting callers share a computation instead of queueing one each
     await app.state.resources.work.drain()
     assert gp.completed - before < 20
+
+
+async def test_best_answers_from_the_last_fit_while_the_gp_is_busy(
+    ml_server: tuple[str, Starlette], tmp_path: Path
+) -> None:
+    url, app = ml_server
+    gp: GPWork = app.state.resources.gp
+    gp.queue_limit = 8
+    release = tmp_path / "release"
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as http:
+        await seed(http, "reads", 6)
+        await app.state.resources.work.drain()
+        fresh = (await http.get("/ml/best", params={"study": "reads"})).json()["best"]["leonardo"]
+        assert fresh["source"] == "model" and fresh["fitted_observations"] == 6
+
+        blocker = asyncio.create_task(gp.run(wait_for_file, str(release)))
+        try:
+            await until(lambda: gp.running == 1)
+            more = {**LEO, "guidance_scale": 14.0}
+            update = await http.post(
+                "/ml/update_model",
+                json={
+                    "study": "reads",
+                    "observations": [
+                        {"observation_id": "r7", "api": "leonardo", "parameters": more, "rating": 5}
+                    ],
+                },
+            )
+            assert update.status_code == 200
+            stale = (await http.get("/ml/best", params={"study": "reads"})).json()["best"]
+            assert not blocker.done()  # answered while the only GP slot was taken
+            assert stale["leonardo"]["n_observations"] == 7
+            assert stale["leonardo"]["fitted_observations"] == 6
+            assert stale["leonardo"]["source"] == "model"
+            assert stale["leonardo"]["model_age_seconds"] >= 0
+        finally:
+            release.touch()
+            await blocker
+        await app.state.resources.work.drain()
+        await until(lambda: gp.idle())
+        later = (await http.get("/ml/best", params={"study": "reads"})).json()["best"]
+        assert later["leonardo"]["fitted_observations"] == 7
+
+
+async def test_the_gateway_says_busy_not_unreachable_while_gp_work_waits(
+    ml_server: tuple[str, Starlette], settings: Settings, trainer_token: str, tmp_path: Path
+) -> None:
+    url, app = ml_server
+    gp: GPWork = app.state.resources.gp
+    release = tmp_path / "release"
+    blockers = [asyncio.create_task(gp.run(wait_for_file, str(release))) for _ in range(2)]
+    try:
+        await until(lambda: gp.running == 1 and gp.queued == 1)
+        patient = settings.model_copy(update={"ml_service_url": url, "ml_service_timeout": 30.0})
+        async with gateway_client(patient, trainer_token) as client:
+            status = (await client.get("/api/train/status")).json()
+        assert status["ml_service"]["reachable"] is True
+        assert status["ml_service"]["busy"] is True
+        assert status["ml_service"]["queued_computations"] == 1
+    finally:
+        release.touch()
+        await asyncio.gather(*blockers)

@@ -53,6 +53,11 @@
 
   const ratingAxis = { min: 1, max: 5, ticks: { stepSize: 1 }, title: { display: true, text: "rating" } };
 
+  function mlState(ml) {
+    if (!ml.reachable) return "unreachable";
+    return ml.busy ? `busy: ${ml.queued_computations || 0} computation(s) queued` : "reachable";
+  }
+
   function renderSummary(status) {
     const ml = status.ml_service || {};
     $("sum-samples").textContent = String(status.samples_collected);
@@ -60,7 +65,7 @@
       ? `2 (phase 1 complete at ${status.phase_1_target})`
       : `1 (${status.samples_collected} of ${status.phase_1_target})`;
     $("sum-best").textContent = fmt.rating(status.current_best_rating);
-    $("sum-ml").textContent = ml.reachable ? "reachable" : "unreachable";
+    $("sum-ml").textContent = mlState(ml);
     $("sum-ml").classList.toggle("bad", !ml.reachable);
     $("sum-pending").textContent = String(ml.pending_updates ?? "–");
   }
@@ -403,7 +408,7 @@
     const evolution = status.prompt_evolution || {};
     const last = evolution.last_round;
     const rows = [
-      ["ML service", ml.reachable ? "reachable" : "unreachable: ratings are kept and delivered later"],
+      ["ML service", ml.reachable ? mlState(ml) : "unreachable: ratings are kept and delivered later"],
       ["Updates waiting for delivery", String(ml.pending_updates ?? "–")],
       ["Last evolution round", last
         ? `at sample ${last.sample}: ${last.status}` +

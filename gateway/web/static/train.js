@@ -107,7 +107,8 @@
         target: status.phase_1_target,
         best: status.current_best_rating,
         mlText: ml.reachable
-          ? `reachable${ml.pending_updates ? `, ${ml.pending_updates} update(s) pending` : ""}`
+          ? (ml.busy ? `busy, ${ml.queued_computations || 0} computation(s) queued` : "reachable") +
+            (ml.pending_updates ? `, ${ml.pending_updates} update(s) pending` : "")
           : `ML service unreachable; ${ml.pending_updates} update(s) kept for later`,
       });
       const evolution = status.prompt_evolution || {};
