@@ -370,12 +370,13 @@ async def update_model(
 
 
 async def best_parameters(
-    pool: asyncpg.Pool[Any], work: SuggestionWork, study: str
+    pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, *, fresh: bool = False
 ) -> dict[str, Any]:
     """Per API, the best parameters tried by the model's posterior mean. Never waits behind GP
     work: the last fit's answer when it is for today's data; a fit now when the GP is idle;
     else the last fit's answer however old (or the observed best), a refit in the background,
-    and ``fitted_observations`` / ``model_age_seconds`` say what it is based on."""
+    and ``fitted_observations`` / ``model_age_seconds`` say what it is based on. ``fresh``:
+    wait for a fit on today's data instead, through the GP queue (``Busy`` when it is full)."""
     out: dict[str, Any] = {}
     async with pool.acquire() as conn:
         loaded = {
@@ -389,7 +390,7 @@ async def best_parameters(
         elif snapshot is not None and snapshot.key == data_key(rows):
             found, fitted = snapshot.best, snapshot.fitted_observations
             age = time.monotonic() - snapshot.at
-        elif work.gp.idle():
+        elif fresh or work.gp.idle():
             found, fitted, age = await work.gp.best(study, api, rows), len(rows), 0.0
             work.remember_best(study, api, rows, found)
         else:

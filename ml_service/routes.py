@@ -166,7 +166,9 @@ async def update_model(request: Request) -> Response:
 async def best(request: Request) -> Response:
     resources = _authorized(request)
     study = _study(request.query_params.get("study"))
-    return JSONResponse(await flows.best_parameters(await resources.pool(), resources.work, study))
+    fresh = request.query_params.get("fresh", "").lower() in ("1", "true", "yes")
+    result = await flows.best_parameters(await resources.pool(), resources.work, study, fresh=fresh)
+    return JSONResponse(result)
 
 
 async def delete_study(request: Request) -> Response:

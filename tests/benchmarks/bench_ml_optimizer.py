@@ -97,7 +97,7 @@ async def _update(client: httpx.AsyncClient, study: str, observations: list[Obse
 
 
 async def _best(client: httpx.AsyncClient, study: str) -> dict[str, dict[str, Any]]:
-    response = await client.get("/ml/best", params={"study": study}, headers=AUTH)
+    response = await client.get("/ml/best", params={"study": study, "fresh": "true"}, headers=AUTH)
     best: dict[str, dict[str, Any]] = _body(response)["best"]
     return best
 

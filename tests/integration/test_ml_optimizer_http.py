@@ -19,6 +19,7 @@ from shared.settings import Settings
 from tests.conftest import ML_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ML_TOKEN}"}
+FRESH = {"fresh": "true"}  # the model on today's data, not the last fit's answer
 SPACE = load_search_space()
 LEO = {"init_strength": 0.3, "guidance_scale": 7.0, "controlnet_weight": 0.6}
 SD = {
@@ -120,7 +121,7 @@ async def test_invalid_observations_are_422_with_a_code(
     response = await client.post("/ml/update_model", json={"observations": [observation]})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == code
-    best = (await client.get("/ml/best")).json()["best"]
+    best = (await client.get("/ml/best", params=FRESH)).json()["best"]
     assert best["leonardo"]["n_observations"] == 0
 
 
@@ -150,7 +151,7 @@ async def test_update_is_idempotent_and_a_conflicting_repeat_is_409(
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "observation_conflict"
     # the whole batch was refused: e2:A was not kept either
-    best = (await client.get("/ml/best")).json()["best"]
+    best = (await client.get("/ml/best", params=FRESH)).json()["best"]
     assert best["leonardo"]["n_observations"] == 1
 
 
@@ -173,7 +174,7 @@ async def test_suggestions_start_with_sobol_then_use_the_gp(
     for suggestion in later["suggestions"]:
         assert suggestion["strategy"] == "gp"
         in_space(suggestion["api"], suggestion["parameters"])
-    best = (await client.get("/ml/best")).json()["best"]["leonardo"]
+    best = (await client.get("/ml/best", params=FRESH)).json()["best"]["leonardo"]
     assert best["source"] == "model" and best["n_observations"] == 6
     assert best["uncertainty"] is not None and best["uncertainty"] >= 0
     in_space("leonardo", best["parameters"])
@@ -250,14 +251,14 @@ async def test_studies_are_separate_and_default_is_protected(
     client, _ = ml
     batch = [obs("s1", "leonardo", LEO, 4)]
     await client.post("/ml/update_model", json={"observations": batch, "study": "bench-1"})
-    own = (await client.get("/ml/best", params={"study": "bench-1"})).json()["best"]
-    default = (await client.get("/ml/best")).json()["best"]
+    own = (await client.get("/ml/best", params={**FRESH, "study": "bench-1"})).json()["best"]
+    default = (await client.get("/ml/best", params=FRESH)).json()["best"]
     assert own["leonardo"]["n_observations"] == 1
     assert default["leonardo"]["n_observations"] == 0
     refused = await client.delete("/ml/studies/default")
     assert refused.status_code == 409
     assert (await client.delete("/ml/studies/bench-1")).status_code == 200
-    gone = (await client.get("/ml/best", params={"study": "bench-1"})).json()["best"]
+    gone = (await client.get("/ml/best", params={**FRESH, "study": "bench-1"})).json()["best"]
     assert gone["leonardo"]["n_observations"] == 0
     missing = await client.delete("/ml/studies/bench-1")
     assert missing.status_code == 404
@@ -269,14 +270,14 @@ async def test_a_fresh_process_recommends_what_the_warm_one_does(
 ) -> None:
     client, _ = ml
     await feed(client, "default", 6, lambda api, p: 1 + round(4 * p["guidance_scale"] / 15))
-    warm = (await client.get("/ml/best")).json()["best"]
+    warm = (await client.get("/ml/best", params=FRESH)).json()["best"]
     fresh_app = create_app(settings)
     async with LifespanManager(fresh_app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://ml", headers=AUTH
         ) as fresh:
-            cold = (await fresh.get("/ml/best")).json()["best"]
+            cold = (await fresh.get("/ml/best", params=FRESH)).json()["best"]
     for api in ("leonardo", "stable_diffusion"):
         assert cold[api]["n_observations"] == warm[api]["n_observations"] == 6
         assert cold[api]["parameters"] == warm[api]["parameters"]
@@ -308,7 +309,7 @@ async def test_best_says_which_parameter_matters(
         "/ml/update_model", json={"study": "importance", "observations": batch}
     )
     assert response.status_code == 200, response.text
-    best = (await client.get("/ml/best", params={"study": "importance"})).json()["best"]
+    best = (await client.get("/ml/best", params={**FRESH, "study": "importance"})).json()["best"]
     for api in ("leonardo", "stable_diffusion"):
         weights = best[api]["importance"]
         assert set(weights) == set(best[api]["parameters"])
