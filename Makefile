@@ -96,7 +96,7 @@ demo: python-env $(UI_STAMP)
 	$(BIN)/python -m tests.demo $(DEMO_ARGS)
 
 bench: python-env
-	$(BIN)/python -m tests.benchmarks
+	$(BIN)/python -m tests.benchmarks $(BENCH_ARGS)
 
 ## The CloudFormation template, offline (no AWS account), then cfn-lint on it: no errors and no
 ## warnings but the framework's known W3005. CI runs this.

@@ -6,7 +6,13 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 
-from tests.benchmarks import bench_gateway_auth, bench_ml_optimizer, bench_reward, bench_training
+from tests.benchmarks import (
+    bench_gateway_auth,
+    bench_load,
+    bench_ml_optimizer,
+    bench_reward,
+    bench_training,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -16,13 +22,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help=(
             "smoke-test sizes (ML: 3 seeds, studies of 10/50; training: 10 uploads, 60 ratings;"
-            " reward: 200 samples, 100 epochs)"
+            " reward: 200 samples, 100 epochs; load: fewer loops and half the concurrency of"
+            " (b), (d), (e))"
         ),
     )
     parser.add_argument(
         "--only",
-        choices=["ml", "ml-efficiency", "gateway", "train", "reward"],
-        help="run one benchmark (ml-efficiency: only the optimizer's sample efficiency)",
+        choices=["ml", "ml-efficiency", "gateway", "train", "reward", "load"],
+        help=(
+            "run one benchmark (ml-efficiency: only the optimizer's sample efficiency; load: many"
+            " trainers and ML clients at once on the stack `make run` starts, issue 15)"
+        ),
     )
     args = parser.parse_args(argv)
     if args.only in (None, "gateway"):
@@ -35,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(bench_training.main(quick=args.quick))
     if args.only in (None, "reward"):
         asyncio.run(bench_reward.main(quick=args.quick))
+    if args.only in (None, "load"):
+        asyncio.run(bench_load.main(quick=args.quick))
 
 
 if __name__ == "__main__":
