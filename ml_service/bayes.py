@@ -239,10 +239,12 @@ class BayesianOptimizer:
         pending: Sequence[dict[str, Any]],
         sequence_index: int,
         k: int,
-    ) -> tuple[list[Proposal], Best]:
-        """``propose_batch`` and, from the same fitted model, ``best``."""
+    ) -> tuple[list[Proposal], Best | None]:
+        """``propose_batch`` and, when it fitted a model, ``best`` from that model (None before:
+        a fit only for ``best`` would also change the warm start of the fits that follow)."""
         proposals = self.propose_batch(study, api, observations, pending, sequence_index, k)
-        return proposals, self.best(study, api, observations)
+        fitted = self._is_cached(study, api, observations) if observations else False
+        return proposals, self.best(study, api, observations) if fitted else None
 
     def best(
         self, study: str, api: str, observations: Sequence[tuple[dict[str, Any], int]]

@@ -173,7 +173,8 @@ async def _compute_and_store(
     proposals, best = await work.gp.propose(
         study, api, observations, pending, index, k, deadline=deadline
     )
-    work.remember_best(study, api, observations, best)
+    if best is not None:
+        work.remember_best(study, api, observations, best)
     async with pool.acquire() as conn, conn.transaction():
         await store.lock_api(conn, study, api)
         taken = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)

@@ -83,7 +83,7 @@ def propose_in_worker(
     pending: Sequence[dict[str, Any]],
     sequence_index: int,
     k: int,
-) -> tuple[list[Proposal], Best]:
+) -> tuple[list[Proposal], Best | None]:
     optimizer = _worker_optimizer()
     return optimizer.propose_with_best(study, api, observations, pending, sequence_index, k)
 
@@ -185,9 +185,9 @@ class GPWork:
         k: int = 1,
         *,
         deadline: float | None = None,
-    ) -> tuple[list[Proposal], Best]:
+    ) -> tuple[list[Proposal], Best | None]:
         """``k`` distinct proposals computed in one slot (``deadline``: ``time.monotonic()``),
-        and the best parameters by the same fitted model."""
+        and the best parameters by the same fitted model (None when none was fitted)."""
         fn = self.optimizer.propose_with_best if self.mode == "inline" else propose_in_worker
         return await self.run(
             fn, study, api, observations, pending, sequence_index, k, deadline=deadline

@@ -141,7 +141,8 @@ async def test_worker_processes_compute_while_the_service_answers(
         assert all(p.strategy in ("gp", "explore") for p in proposals)
         assert all(set(p.parameters) == set(LEO) for p in proposals)
         assert len({tuple(sorted(p.parameters.items())) for p in proposals}) == 3
-        assert best.source == "model" and best.parameters in [o for o, _ in observations]
+        assert best is not None and best.source == "model"
+        assert best.parameters in [o for o, _ in observations]
     finally:
         await gp.close()
 
