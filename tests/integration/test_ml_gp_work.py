@@ -341,15 +341,18 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
 ) -> None:
     app = create_app(settings.model_copy(update={"ml_gp_workers": 1}))
     try:
-        async with LifespanManager(app), serve(app) as url:
-            async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as http:
-                await seed(http, "procs", 3)
-                best = await http.get("/ml/best", params={"study": "procs"})
-                assert best.status_code == 200, best.text
-                await seed(http, "more", 7)
-                await app.state.resources.work.drain()
-                best = await http.get("/ml/best", params={"study": "more", "fresh": "true"})
-                assert best.status_code == 200, best.text
-                assert best.json()["best"]["leonardo"]["source"] == "model"
+        async with (
+            LifespanManager(app),
+            serve(app) as url,
+            httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as http,
+        ):
+            await seed(http, "procs", 3)
+            best = await http.get("/ml/best", params={"study": "procs"})
+            assert best.status_code == 200, best.text
+            await seed(http, "more", 7)
+            await app.state.resources.work.drain()
+            best = await http.get("/ml/best", params={"study": "more", "fresh": "true"})
+            assert best.status_code == 200, best.text
+            assert best.json()["best"]["leonardo"]["source"] == "model"
     finally:
         await app.state.resources.close()
