@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -64,6 +65,16 @@ def _start_worker(config: OptimizerConfig) -> None:
     global _WORKER_OPTIMIZER
     torch.set_num_threads(1)
     _WORKER_OPTIMIZER = config.build()
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when the service that started it is gone, however it ended (a killed
+    service cannot shut its pool down, and the pool's pipes do not tell its workers)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _worker_optimizer() -> BayesianOptimizer:

@@ -4,6 +4,7 @@ worker processes that leave the event loop free, and the gateway's fallback when
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -356,3 +357,51 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
             assert best.json()["best"]["leonardo"]["source"] == "model"
     finally:
         await app.state.resources.close()
+
+
+KILLED_SERVICE = """
+import asyncio, os, sys
+from ml_service.gp_work import GPWork, OptimizerConfig, _ready
+from ml_service.bayes import BayesianOptimizer
+from shared.search_space import load_search_space
+
+async def main():
+    gp = GPWork(BayesianOptimizer(load_search_space(None)), OptimizerConfig(None, 5, 300),
+                workers=1, queue_limit=1)
+    await gp.start()
+    with open(sys.argv[1] + ".tmp", "w") as out:
+        out.write(str(await gp.run(_ready)))
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (an exited child of a dead parent may linger as a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+async def test_a_killed_service_leaves_no_gp_worker_behind(tmp_path: Path) -> None:
+    told = tmp_path / "worker.pid"
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_SERVICE, str(told), stdout=asyncio.subprocess.DEVNULL
+    )
+    for _ in range(1200):  # the service imports torch and starts its worker first
+        if told.exists() or service.returncode is not None:
+            break
+        await asyncio.sleep(0.1)
+    worker = int(told.read_text())
+    assert worker != service.pid and running(worker)
+    service.kill()  # no shutdown: the pool is never told
+    await service.wait()
+    for _ in range(600):
+        if not running(worker):
+            break
+        await asyncio.sleep(0.05)
+    assert not running(worker), "the GP worker outlived its service"
