@@ -219,15 +219,10 @@ class BayesianOptimizer:
             out += [Proposal(space.to_parameters(x), "gp", 0.0, seconds) for x in points]
         index = sequence_index + 1
         while len(out) < k:
-            x = core.round_integers(
-                core.sobol_point(space.bounds, index, _seed(study, api)),
-                space.integer_dims,
-                space.bounds,
-            )
-            taken = space.to_tensor([*chosen, *(p.parameters for p in out)])
-            if not core.too_close(x, taken, space.bounds):
+            parameters = self.explore(study, api, index)
+            if not self.repeats(api, parameters, [*chosen, *(p.parameters for p in out)]):
                 strategy = "sobol" if len(observations) < self.n_initial else "explore"
-                out.append(Proposal(space.to_parameters(x), strategy))
+                out.append(Proposal(parameters, strategy))
             index += 1
         return out
 

@@ -87,22 +87,9 @@ def _ready() -> int:
     return os.getpid()
 
 
-def propose_in_worker(
-    study: str,
-    api: str,
-    observations: Sequence[tuple[dict[str, Any], int]],
-    pending: Sequence[dict[str, Any]],
-    sequence_index: int,
-    k: int,
-) -> tuple[list[Proposal], Best | None]:
-    optimizer = _worker_optimizer()
-    return optimizer.propose_with_best(study, api, observations, pending, sequence_index, k)
-
-
-def best_in_worker(
-    study: str, api: str, observations: Sequence[tuple[dict[str, Any], int]]
-) -> Best:
-    return _worker_optimizer().best(study, api, observations)
+def call_in_worker(method: str, *args: Any) -> Any:
+    """``method`` of this worker process's optimizer (what a pool job runs)."""
+    return getattr(_worker_optimizer(), method)(*args)
 
 
 # --- in the service
@@ -199,10 +186,17 @@ class GPWork:
     ) -> tuple[list[Proposal], Best | None]:
         """``k`` distinct proposals computed in one slot (``deadline``: ``time.monotonic()``),
         and the best parameters by the same fitted model (None when none was fitted)."""
-        fn = self.optimizer.propose_with_best if self.mode == "inline" else propose_in_worker
-        return await self.run(
-            fn, study, api, observations, pending, sequence_index, k, deadline=deadline
+        result: tuple[list[Proposal], Best | None] = await self._call(
+            "propose_with_best",
+            study,
+            api,
+            observations,
+            pending,
+            sequence_index,
+            k,
+            deadline=deadline,
         )
+        return result
 
     async def best(
         self,
@@ -212,9 +206,14 @@ class GPWork:
         *,
         deadline: float | None = None,
     ) -> Best:
+        found: Best = await self._call("best", study, api, observations, deadline=deadline)
+        return found
+
+    async def _call(self, method: str, *args: Any, deadline: float | None) -> Any:
+        """The optimizer's ``method``: this process's inline, a worker's otherwise."""
         if self.mode == "inline":
-            return await self.run(self.optimizer.best, study, api, observations, deadline=deadline)
-        return await self.run(best_in_worker, study, api, observations, deadline=deadline)
+            return await self.run(getattr(self.optimizer, method), *args, deadline=deadline)
+        return await self.run(call_in_worker, method, *args, deadline=deadline)
 
     async def run(self, fn: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
         """Run ``fn(*args)`` in a slot once one is free; see the module docstring."""

@@ -19,10 +19,9 @@ from ml_service.auth import require_service_token
 from ml_service.errors import InvalidInput, MalformedRequest
 from ml_service.resources import Resources
 from shared.errors import DatabaseUnavailable
-from shared.wire.ml import SuggestRequest, UpdateRequest
+from shared.wire.ml import DEADLINE_HEADER, SuggestRequest, UpdateRequest
 
 _STUDY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-DEADLINE_HEADER = "X-Request-Deadline"
 CLIENT_GONE = 499  # never seen by anyone: the client has disconnected
 T = TypeVar("T")
 

@@ -9,10 +9,9 @@ import httpx
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.search_space import SearchSpace
-from shared.wire.ml import ObservationIn, Suggestion
+from shared.wire.ml import DEADLINE_HEADER, ObservationIn, Suggestion
 
 HEALTH_TIMEOUT = 2.0
-DEADLINE_HEADER = "X-Request-Deadline"
 UPSTREAM = "ml_service"
 
 

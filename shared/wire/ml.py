@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 ApiName = Annotated[str, Field(min_length=1, max_length=64)]
 Strategy = Literal["sobol", "gp", "explore", "fallback"]
+# the seconds a caller of the ML service will still wait; queued GP work is dropped after it
+DEADLINE_HEADER = "X-Request-Deadline"
 MAX_IMAGE_B64 = 2_000_000  # a 512 px JPEG is ~50-150 kB; base64 adds a third
 
 
