@@ -39,10 +39,13 @@ MAX_BATCH = 16  # suggestions one computation makes for callers waiting on the s
 class BestSnapshot:
     """What the last fit for (study, api) said was best, and for which data."""
 
-    key: tuple[int, str]
+    key: tuple[int, str]  # data_key of the observations fitted
     best: Best
-    fitted_observations: int
     at: float  # time.monotonic()
+
+    @property
+    def fitted_observations(self) -> int:
+        return self.key[0]
 
 
 class SuggestionWork:
@@ -69,9 +72,7 @@ class SuggestionWork:
         key = (study, api)
         known = self._best.get(key)
         if known is None or known.fitted_observations <= len(observations):
-            self._best[key] = BestSnapshot(
-                data_key(observations), best, len(observations), time.monotonic()
-            )
+            self._best[key] = BestSnapshot(data_key(observations), best, time.monotonic())
 
     def last_best(self, study: str, api: str) -> BestSnapshot | None:
         return self._best.get((study, api))

@@ -343,7 +343,7 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
     app = create_app(settings.model_copy(update={"ml_gp_workers": 1}))
     try:
         async with (
-            LifespanManager(app),
+            LifespanManager(app, startup_timeout=120),  # spawns a worker: torch imports there
             serve(app) as url,
             httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as http,
         ):
