@@ -5,7 +5,9 @@ queue to ``workers`` slots:
 
 - ``processes``: a pool of worker processes, one torch thread each, each with its own
   optimizer (its own fitted-model cache; botorch and gpytorch keep settings and RNG state per
-  process, so processes cannot disturb each other). The event loop never runs GP code.
+  process, so processes cannot disturb each other). The event loop never runs GP code, and the
+  workers run at a lower CPU priority (``WORKER_NICE``): when the cores are short, serving
+  (both services' event loops, PostgreSQL) goes first and GP work takes what is left.
 - ``inline``: one slot running in a thread of this process (Lambda: one request per container,
   so there is nothing to share a pool with and no process start-up to pay).
 
@@ -39,6 +41,8 @@ from shared.search_space import load_search_space
 
 T = TypeVar("T")
 
+WORKER_NICE = 10  # added to a GP worker process's niceness (Linux: 0 is normal, 19 lowest)
+
 
 @dataclass(frozen=True)
 class OptimizerConfig:
@@ -64,6 +68,10 @@ _WORKER_OPTIMIZER: BayesianOptimizer | None = None
 def _start_worker(config: OptimizerConfig) -> None:
     global _WORKER_OPTIMIZER
     torch.set_num_threads(1)
+    try:
+        os.nice(WORKER_NICE)
+    except (AttributeError, OSError):  # not on this platform: the default priority
+        pass
     _WORKER_OPTIMIZER = config.build()
     parent = os.getppid()
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()

@@ -4,6 +4,7 @@ worker processes that leave the event loop free, and the gateway's fallback when
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from starlette.applications import Starlette
 
 from ml_service.app import create_app
 from ml_service.errors import Busy, DeadlineExceeded
-from ml_service.gp_work import GPWork, OptimizerConfig
+from ml_service.gp_work import WORKER_NICE, GPWork, OptimizerConfig, _ready
 from ml_service.optimizer import AcquisitionConfig
 from shared.settings import Settings
 from tests.conftest import ML_TOKEN
@@ -347,6 +348,13 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
             serve(app) as url,
             httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as http,
         ):
+            gp = app.state.resources.work.gp
+            worker = await gp.run(_ready)
+            assert worker != os.getpid()
+            # serving goes first when the cores are short: the worker runs at a lower priority
+            assert os.getpriority(os.PRIO_PROCESS, worker) == (
+                os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE
+            )
             await seed(http, "procs", 3)
             best = await http.get("/ml/best", params={"study": "procs"})
             assert best.status_code == 200, best.text
@@ -361,7 +369,7 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
 
 KILLED_SERVICE = """
 import asyncio, os, sys
-from ml_service.gp_work import GPWork, OptimizerConfig, _ready
+from ml_service.gp_work import WORKER_NICE, GPWork, OptimizerConfig, _ready, _ready
 from ml_service.bayes import BayesianOptimizer
 from shared.search_space import load_search_space
 
