@@ -24,6 +24,7 @@ from gateway.adapters.ml_client import HttpMLClient
 from gateway.auth import TokenBackend, on_auth_error
 from gateway.errors import STATUS_TABLE
 from gateway.evolution import rounds
+from gateway.pictures import Pictures
 from gateway.providers.base import ImageProvider
 from gateway.providers.selection import build_providers
 from gateway.repositories import prompts
@@ -110,12 +111,12 @@ async def _seed_prompts(pool: asyncpg.Pool[Any]) -> None:
         log.info("imported prompt versions", extra={"versions": imported})
 
 
-async def _worker(
-    dsn: str, ml: HttpMLClient, evolution: rounds.EvolutionDeps, stack: AsyncExitStack
-) -> None:
+async def _worker(opened: Opened, stack: AsyncExitStack) -> None:
     """The job worker inside this process (local mode), stopped with the app."""
-    conn = await connect(dsn)
-    manager = jobs.build_worker(conn, ml, evolution)
+    conn = await connect(opened.dsn)
+    state = opened.state
+    pictures = Pictures(state.pool, state.store) if state.settings.ml_send_images else None
+    manager = jobs.build_worker(conn, opened.ml, opened.evolution, pictures=pictures)
     task = asyncio.create_task(manager.run(dequeue_timeout=timedelta(seconds=5)))
 
     async def stop() -> None:
@@ -220,7 +221,7 @@ def create_app(
         async with AsyncExitStack() as stack:
             opened = await open_gateway(settings, stack, metrics, store=store, providers=providers)
             if settings.gateway_worker:
-                await _worker(opened.dsn, opened.ml, opened.evolution, stack)
+                await _worker(opened, stack)
             log.info(
                 "gateway ready",
                 extra={"env": settings.latina_env, "object_store": settings.object_store},

@@ -229,7 +229,7 @@ def worker() -> None:
             typer.echo("latina worker: processing jobs (Ctrl-C stops)")
             conn = await connect(deps.dsn)
             try:
-                await jobs.run_worker(conn, deps.ml, deps.evolution)
+                await jobs.run_worker(conn, deps.ml, deps.evolution, pictures=deps.pictures)
             finally:
                 await conn.close()
 

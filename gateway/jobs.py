@@ -1,14 +1,20 @@
-"""The job queue on PostgreSQL (pgqueuer): ML-update delivery and prompt evolution.
+"""The job queue on PostgreSQL (pgqueuer): ML-update delivery, image features, reward-model
+training and prompt evolution.
 
 A rating's ML update is enqueued in the rating's own transaction, so it is never lost; the
 gateway then tries to deliver it at once, and only when that fails does the worker pick it up
 (after ``ML_DELIVERY_RETRY_DELAY`` seconds, then with exponential backoff) until the ML service
 has it. Delivery is idempotent on the ML side (``observation_id``), so a race between the
 immediate attempt and the worker can never count an observation twice.
+
+The images of a rating (``ML_SEND_IMAGES``) go by the worker only (``ml_features``, see
+``gateway.pictures``); reward-model training first waits for the features of the ratings
+before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import timedelta
@@ -22,13 +28,17 @@ from pgqueuer.types import QueueExecutionMode
 from gateway.adapters.ml_client import MLClient
 from gateway.errors import UpstreamError
 from gateway.evolution import rounds
+from gateway.pictures import Pictures
 from shared.wire.ml import ObservationIn
 
 log = logging.getLogger("latina.jobs")
 
 ML_UPDATE = "ml_update"
+ML_FEATURES = "ml_features"
 REWARD_TRAIN = "reward_train"
 DELIVERY_TIMEOUT = 30.0  # the worker is in no hurry; the request path uses a shorter one
+FEATURES_WAIT = 120.0  # how long reward training waits for earlier ratings' images
+FEATURES_POLL = 0.5
 
 
 async def enqueue_ml_update(
@@ -48,6 +58,31 @@ async def enqueue_ml_update(
         dedupe_key=f"{ML_UPDATE}:{experiment_id}",
     )
     return int(ids[0])
+
+
+async def enqueue_ml_features(
+    conn: asyncpg.Connection[Any] | Any, experiment_id: str, observations: list[ObservationIn]
+) -> None:
+    """The worker will send these observations again with their images (their features)."""
+    payload = json.dumps(
+        {
+            "experiment_id": experiment_id,
+            "observations": [o.model_dump(exclude_none=True) for o in observations],
+        }
+    ).encode()
+    await Queries(AsyncpgDriver(conn)).enqueue(
+        ML_FEATURES, payload, dedupe_key=f"{ML_FEATURES}:{experiment_id}"
+    )
+
+
+async def _features_before(pool: asyncpg.Pool[Any], job_id: int) -> int:
+    value = await pool.fetchval(
+        "SELECT count(*) FROM pgqueuer WHERE entrypoint = $1 AND id < $2"
+        " AND status IN ('queued', 'picked')",
+        ML_FEATURES,
+        job_id,
+    )
+    return int(value)
 
 
 async def enqueue_reward_training(conn: asyncpg.Connection[Any] | Any, sample_number: int) -> None:
@@ -71,9 +106,11 @@ def build_worker(
     ml: MLClient,
     evolution: rounds.EvolutionDeps | None = None,
     *,
+    pictures: Pictures | None = None,
     max_delay_seconds: float = 300.0,
 ) -> QueueManager:
-    """A queue manager on its own connection, with the gateway's entrypoints registered."""
+    """A queue manager on its own connection, with the gateway's entrypoints registered
+    (``ml_features`` jobs need ``pictures``: without it they are dropped with a warning)."""
     manager = QueueManager(Queries(AsyncpgDriver(conn)))
 
     def retrying(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
@@ -94,6 +131,18 @@ def build_worker(
             "ml update delivered by the worker", extra={"job_id": job.id, "attempts": job.attempts}
         )
 
+    @manager.entrypoint(ML_FEATURES, executor_factory=retrying)
+    async def deliver_ml_features(job: Job) -> None:
+        assert job.payload is not None
+        if pictures is None:
+            log.warning("image features dropped: this worker cannot read images")
+            return
+        body = json.loads(job.payload)
+        observations = [ObservationIn.model_validate(o) for o in body["observations"]]
+        with_images = await pictures.attach(body["experiment_id"], observations)
+        if with_images:
+            await ml.update(with_images, timeout=DELIVERY_TIMEOUT)
+
     def reward_retries(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
         return DatabaseRetryEntrypointExecutor(
             parameters=params,
@@ -104,6 +153,11 @@ def build_worker(
 
     @manager.entrypoint(REWARD_TRAIN, executor_factory=reward_retries)
     async def train_reward_model(job: Job) -> None:
+        if pictures is not None:  # the features of the ratings before it come first
+            for _ in range(int(FEATURES_WAIT / FEATURES_POLL)):
+                if not await _features_before(pictures.pool, job.id):
+                    break
+                await asyncio.sleep(FEATURES_POLL)
         try:
             result = await ml.reward_train()
         except UpstreamError as exc:
@@ -140,10 +194,11 @@ async def run_worker(
     ml: MLClient,
     evolution: rounds.EvolutionDeps | None = None,
     *,
+    pictures: Pictures | None = None,
     drain: bool = False,
 ) -> QueueManager:
     """Process jobs until shut down (``manager.shutdown.set()``), or until none are ready."""
-    manager = build_worker(conn, ml, evolution)
+    manager = build_worker(conn, ml, evolution, pictures=pictures)
     mode = QueueExecutionMode.drain if drain else QueueExecutionMode.continuous
     await manager.run(dequeue_timeout=timedelta(seconds=5), mode=mode)
     return manager

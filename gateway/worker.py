@@ -23,6 +23,7 @@ from gateway import jobs
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.app import ml_http_client
 from gateway.evolution import rounds
+from gateway.pictures import Pictures
 from shared.db.pool import connect, create_pool
 from shared.db.setup import database_dsn
 from shared.settings import Settings
@@ -38,6 +39,7 @@ class WorkerDeps:
     pool: asyncpg.Pool[Any]
     ml: HttpMLClient
     evolution: rounds.EvolutionDeps
+    pictures: Pictures | None  # None: ML_SEND_IMAGES is off
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ async def open_worker(settings: Settings, stack: AsyncExitStack) -> WorkerDeps:
     stack.push_async_callback(http.aclose)
     evolution = rounds.build_deps(settings, pool, store)
     stack.push_async_callback(evolution.aclose)
-    return WorkerDeps(dsn, pool, HttpMLClient(http, study=settings.ml_study), evolution)
+    pictures = Pictures(pool, store) if settings.ml_send_images else None
+    return WorkerDeps(dsn, pool, HttpMLClient(http, study=settings.ml_study), evolution, pictures)
 
 
 @asynccontextmanager
@@ -100,7 +103,7 @@ async def drain_jobs(deps: WorkerDeps, *, time_budget: float | None = None) -> D
     async with deps.pool.acquire() as conn:
         before = await jobs.queued_by_entrypoint(conn)
     queue_conn = await connect(deps.dsn)
-    manager = jobs.build_worker(queue_conn, deps.ml, deps.evolution)
+    manager = jobs.build_worker(queue_conn, deps.ml, deps.evolution, pictures=deps.pictures)
     deadline_hit = asyncio.Event()
 
     def stop() -> None:

@@ -23,7 +23,7 @@ from ml_service.errors import Busy, Conflict, InvalidInput, NotFound
 from ml_service.gp_work import GPWork
 from ml_service.telemetry import record_timings
 from ml_service.validation import check_api, check_observation
-from shared.wire.ml import BestForApi, ObservationIn, Suggestion
+from shared.wire.ml import MAX_SUGGESTIONS_PER_API, BestForApi, ObservationIn, Suggestion
 
 log = logging.getLogger("latina.ml")
 
@@ -32,7 +32,7 @@ def new_suggestion_id() -> str:
     return "sug_" + secrets.token_hex(12)
 
 
-MAX_BATCH = 16  # suggestions one computation makes for callers waiting on the same API
+MAX_BATCH = MAX_SUGGESTIONS_PER_API  # suggestions one computation makes for waiting callers
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,17 @@ class SuggestionWork:
     they run through, and their settings."""
 
     def __init__(
-        self, optimizer: BayesianOptimizer, gp: GPWork, pending_ttl_seconds: float
+        self,
+        optimizer: BayesianOptimizer,
+        gp: GPWork,
+        pending_ttl_seconds: float,
+        *,
+        stale_observations: int = 20,
     ) -> None:
         self.optimizer = optimizer
         self.gp = gp
         self.pending_ttl_seconds = pending_ttl_seconds
+        self.stale_observations = stale_observations
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], int] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -120,6 +126,17 @@ class SuggestionWork:
     def waiting(self, study: str, api: str) -> int:
         return self._waiting.get((study, api), 0)
 
+    def oldest_claimable(self, n_obs: int) -> int:
+        """In a burst: the fewest observations a handed-out suggestion may have been computed
+        with (never a start-design point once the model has taken over)."""
+        return max(n_obs - self.stale_observations, min(n_obs, self.optimizer.n_initial))
+
+    def crowded(self, study: str, api: str) -> bool:
+        """Others already wait for this API's turn: a burst. Then a suggestion computed a few
+        observations ago (``stale_observations``) is handed out rather than waited for; one
+        caller at a time always gets one computed for today's data."""
+        return self.waiting(study, api) > 0
+
     def schedule_precompute(self, pool: asyncpg.Pool[Any], study: str, api: str) -> None:
         key = (study, api)
         task = self._tasks.get(key)
@@ -159,18 +176,18 @@ async def _compute_and_store(
     api: str,
     n_obs: int,
     *,
-    issue_first: bool,
+    issue: int,
     deadline: float | None = None,
-) -> Suggestion:
-    """Compute suggestions for this caller and everyone waiting behind it, holding no database
-    connection while the GP works; store the first (issued when ``issue_first``) and the rest
-    as precomputed for the waiting callers to claim. Each stays apart from the suggestions
-    pending when it is stored (another process may have issued some meanwhile)."""
+) -> list[Suggestion]:
+    """Compute suggestions for this caller (``issue`` of them, handed out) and for everyone
+    waiting behind it (stored as precomputed for them to claim), holding no database connection
+    while the GP works. Each stays apart from the suggestions pending when it is stored
+    (another process may have issued some meanwhile)."""
     async with pool.acquire() as conn:
         observations = await store.load_observations(conn, study, api)
         pending = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
         index = await store.next_sequence_index(conn, study, api)
-    k = min(MAX_BATCH, 1 + work.waiting(study, api))
+    k = max(issue, min(MAX_BATCH, max(issue, 1) + work.waiting(study, api)))
     proposals, best = await work.gp.propose(
         study, api, observations, pending, index, k, deadline=deadline
     )
@@ -190,44 +207,84 @@ async def _compute_and_store(
             suggestion = store.StoredSuggestion(
                 new_suggestion_id(), api, parameters, strategy, n_obs
             )
-            await store.insert_suggestion(
-                conn, study, suggestion, index, issued=issue_first and i == 0
-            )
+            await store.insert_suggestion(conn, study, suggestion, index, issued=i < issue)
             stored.append(suggestion)
             taken.append(parameters)
             index += 1
-    first = stored[0]
+    return [_wire(s) for s in stored[:issue]]
+
+
+def _wire(stored: store.StoredSuggestion) -> Suggestion:
     return Suggestion(
-        suggestion_id=first.id, api=api, strategy=first.strategy, parameters=first.parameters
+        suggestion_id=stored.id,
+        api=stored.api,
+        strategy=stored.strategy,
+        parameters=stored.parameters,
     )
 
 
-async def suggest_one(
+async def _claim(
     pool: asyncpg.Pool[Any],
     work: SuggestionWork,
     study: str,
     api: str,
+    count: int,
+    *,
+    stale_ok: bool,
+) -> tuple[int, list[Suggestion]]:
+    """The API's observation count, and up to ``count`` precomputed suggestions handed out:
+    computed for today's data, or (``stale_ok``) for data at most ``stale_observations``
+    older, freshest first. One that would repeat a pending suggestion (computed before it was
+    issued) is dropped."""
+    async with pool.acquire() as conn, conn.transaction():
+        await store.ensure_study(conn, study)
+        await store.lock_api(conn, study, api)
+        n_obs = (await store.count_observations(conn, study)).get(api, 0)
+        oldest = work.oldest_claimable(n_obs) if stale_ok else n_obs
+        found = await store.unissued(conn, study, api, oldest, limit=count + 4)
+        if not found:
+            return n_obs, []
+        taken = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
+        chosen: list[store.StoredSuggestion] = []
+        repeated: list[str] = []
+        for candidate in found:
+            if len(chosen) == count:
+                break
+            if work.optimizer.repeats(api, candidate.parameters, taken):
+                repeated.append(candidate.id)
+                continue
+            chosen.append(candidate)
+            taken.append(candidate.parameters)
+        await store.mark_issued(conn, [c.id for c in chosen])
+        await store.delete_suggestions(conn, repeated)
+    return n_obs, [_wire(c) for c in chosen]
+
+
+async def suggest_for(
+    pool: asyncpg.Pool[Any],
+    work: SuggestionWork,
+    study: str,
+    api: str,
+    count: int = 1,
     deadline: float | None = None,
-) -> tuple[Suggestion, bool]:
-    """A suggestion for ``api``; ``True`` when it was precomputed for the current data."""
+) -> list[Suggestion]:
+    """``count`` distinct suggestions for ``api``: precomputed ones when there are (in a burst,
+    without waiting for the API's turn), else computed in one batch with everyone waiting."""
+    got: list[Suggestion] = []
+    if work.crowded(study, api):
+        _, got = await _claim(pool, work, study, api, count, stale_ok=True)
+        if len(got) == count:
+            return got
     async with work.turn(study, api):
-        async with pool.acquire() as conn, conn.transaction():
-            await store.ensure_study(conn, study)
-            await store.lock_api(conn, study, api)
-            n_obs = (await store.count_observations(conn, study)).get(api, 0)
-            claimed = await store.claim_precomputed(conn, study, api, n_obs)
-        if claimed is not None:
-            hit = Suggestion(
-                suggestion_id=claimed.id,
-                api=api,
-                strategy=claimed.strategy,
-                parameters=claimed.parameters,
-            )
-            return hit, True
-        computed = await _compute_and_store(
-            pool, work, study, api, n_obs, issue_first=True, deadline=deadline
+        n_obs, more = await _claim(
+            pool, work, study, api, count - len(got), stale_ok=work.crowded(study, api)
         )
-        return computed, False
+        got += more
+        if len(got) < count:
+            got += await _compute_and_store(
+                pool, work, study, api, n_obs, issue=count - len(got), deadline=deadline
+            )
+    return got
 
 
 async def suggest_parameters(
@@ -236,39 +293,52 @@ async def suggest_parameters(
     study: str,
     apis: list[str],
     *,
+    count: dict[str, int] | None = None,
     deadline: float | None = None,
 ) -> dict[str, Any]:
-    """One suggestion per API. ``deadline`` (``time.monotonic()``): the caller's; GP work still
-    queued when it passes is dropped (``DeadlineExceeded``)."""
+    """``count[api]`` (default 1) distinct suggestions per API, grouped by API in the order of
+    ``apis``. ``deadline`` (``time.monotonic()``): the caller's; GP work still queued when it
+    passes is dropped (``DeadlineExceeded``)."""
     for api in apis:
         check_api(work.optimizer.space, api)
     if len(set(apis)) != len(apis):
         raise InvalidInput("each api may be asked for once", code="duplicate_api")
+    counts = count or {}
+    for api in counts:
+        if api not in apis:
+            raise InvalidInput(
+                f"count names {api!r}, which is not among the apis asked for",
+                code="invalid_count",
+                details={"api": api},
+            )
     # Database work for the APIs overlaps; their GP work goes through the GP queue.
-    answers = await asyncio.gather(*(suggest_one(pool, work, study, api, deadline) for api in apis))
-    suggestions = [suggestion.model_dump() for suggestion, _ in answers]
+    answers = await asyncio.gather(
+        *(suggest_for(pool, work, study, api, counts.get(api, 1), deadline) for api in apis)
+    )
+    suggestions = [s.model_dump() for batch in answers for s in batch]
     for api in apis:
-        # the next request should find one ready, computed with this one as pending
+        # the next request should find one ready, computed with these as pending
         work.schedule_precompute(pool, study, api)
     async with pool.acquire() as conn:
-        counts = await store.count_observations(conn, study)
+        n = await store.count_observations(conn, study)
     return {
         "suggestions": suggestions,
-        "n_observations": {api: counts.get(api, 0) for api in work.optimizer.space.apis},
+        "n_observations": {api: n.get(api, 0) for api in work.optimizer.space.apis},
     }
 
 
 async def precompute(pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, api: str) -> bool:
-    """Compute and store the next suggestion for the current data unless one is ready."""
+    """Compute and store the next suggestion for the current data unless one is ready; drop
+    precomputed ones too old to be handed out even in a burst."""
     async with work.turn(study, api):
         async with pool.acquire() as conn, conn.transaction():
             await store.ensure_study(conn, study)
             await store.lock_api(conn, study, api)
             n_obs = (await store.count_observations(conn, study)).get(api, 0)
-            await store.discard_stale_precomputed(conn, study, api, n_obs)
+            await store.discard_precomputed_before(conn, study, api, work.oldest_claimable(n_obs))
             if await store.has_precomputed(conn, study, api, n_obs):
                 return False
-        await _compute_and_store(pool, work, study, api, n_obs, issue_first=False)
+        await _compute_and_store(pool, work, study, api, n_obs, issue=0)
         return True
 
 

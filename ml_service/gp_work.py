@@ -22,6 +22,7 @@ once: the route answers ``503`` with ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -68,10 +69,8 @@ _WORKER_OPTIMIZER: BayesianOptimizer | None = None
 def _start_worker(config: OptimizerConfig) -> None:
     global _WORKER_OPTIMIZER
     torch.set_num_threads(1)
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # else: the default priority
         os.nice(WORKER_NICE)
-    except (AttributeError, OSError):  # not on this platform: the default priority
-        pass
     _WORKER_OPTIMIZER = config.build()
     parent = os.getppid()
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()

@@ -132,25 +132,38 @@ async def next_sequence_index(conn: Conn, study: str, api: str) -> int:
     return int(value)
 
 
-async def claim_precomputed(
-    conn: Conn, study: str, api: str, n_observations: int
-) -> StoredSuggestion | None:
-    """Take a suggestion precomputed for exactly the current data, if there is one."""
-    row = await conn.fetchrow(
+async def unissued(
+    conn: Conn, study: str, api: str, oldest: int, limit: int
+) -> list[StoredSuggestion]:
+    """Precomputed suggestions computed with at least ``oldest`` observations, freshest first,
+    locked for this transaction (rows another transaction holds are skipped)."""
+    rows = await conn.fetch(
         """
-        UPDATE ml.suggestions SET issued_at = now()
-        WHERE id = (
-            SELECT id FROM ml.suggestions
-            WHERE study = $1 AND api = $2 AND issued_at IS NULL AND n_observations = $3
-            ORDER BY created_at LIMIT 1
-            FOR UPDATE SKIP LOCKED)
-        RETURNING id, api, parameters, strategy, n_observations
+        SELECT id, api, parameters, strategy, n_observations FROM ml.suggestions
+        WHERE study = $1 AND api = $2 AND issued_at IS NULL AND n_observations >= $3
+        ORDER BY n_observations DESC, created_at, sequence_index
+        LIMIT $4
+        FOR UPDATE SKIP LOCKED
         """,
         study,
         api,
-        n_observations,
+        oldest,
+        limit,
     )
-    return StoredSuggestion(**dict(row)) if row else None
+    return [StoredSuggestion(**dict(r)) for r in rows]
+
+
+async def mark_issued(conn: Conn, suggestion_ids: list[str]) -> None:
+    await conn.execute(
+        "UPDATE ml.suggestions SET issued_at = now() WHERE id = ANY($1::text[])", suggestion_ids
+    )
+
+
+async def delete_suggestions(conn: Conn, suggestion_ids: list[str]) -> None:
+    await conn.execute(
+        "DELETE FROM ml.suggestions WHERE id = ANY($1::text[]) AND issued_at IS NULL",
+        suggestion_ids,
+    )
 
 
 async def has_precomputed(conn: Conn, study: str, api: str, n_observations: int) -> bool:
@@ -189,14 +202,15 @@ async def insert_suggestion(
     )
 
 
-async def discard_stale_precomputed(conn: Conn, study: str, api: str, n_observations: int) -> None:
-    """Precomputed suggestions for older data are never handed out; drop them."""
+async def discard_precomputed_before(conn: Conn, study: str, api: str, oldest: int) -> None:
+    """Precomputed suggestions for data older than ``oldest`` observations are never handed
+    out; drop them."""
     await conn.execute(
         "DELETE FROM ml.suggestions WHERE study = $1 AND api = $2 AND issued_at IS NULL"
-        " AND n_observations <> $3",
+        " AND n_observations < $3",
         study,
         api,
-        n_observations,
+        oldest,
     )
 
 

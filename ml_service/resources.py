@@ -46,7 +46,12 @@ class Resources:
             ),
             queue_limit=settings.ml_gp_queue_limit,
         )
-        self.work = SuggestionWork(self.optimizer, self.gp, settings.ml_pending_ttl_seconds)
+        self.work = SuggestionWork(
+            self.optimizer,
+            self.gp,
+            settings.ml_pending_ttl_seconds,
+            stale_observations=settings.ml_stale_suggestion_observations,
+        )
         self._pool: asyncpg.Pool[Any] | None = None
         self._lock: asyncio.Lock | None = None
         self._store: ObjectStore | None = None

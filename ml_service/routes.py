@@ -134,18 +134,26 @@ async def suggest_parameters(request: Request) -> Response:
         parsed = SuggestRequest.model_validate(body)
     else:
         apis = request.query_params.get("apis")
-        parsed = SuggestRequest(
-            apis=[a.strip() for a in apis.split(",") if a.strip()]
-            if apis
-            else resources.search_space.apis,
-            study=_study(request.query_params.get("study")),
+        parsed = SuggestRequest.model_validate(
+            {
+                "apis": [a.strip() for a in apis.split(",") if a.strip()]
+                if apis
+                else resources.search_space.apis,
+                "study": _study(request.query_params.get("study")),
+                "count": request.query_params.get("count", 1),
+            }
         )
     deadline = _deadline(request)
     pool = await resources.pool()
     result = await _unless_disconnected(
         request,
         flows.suggest_parameters(
-            pool, resources.work, parsed.study, parsed.apis, deadline=deadline
+            pool,
+            resources.work,
+            parsed.study,
+            parsed.apis,
+            count=parsed.counts(),
+            deadline=deadline,
         ),
     )
     if result is None:

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     search_space_file: Path | None = None
     ml_initial_samples: int = Field(default=5, ge=1)
     ml_pending_ttl_seconds: float = Field(default=1800.0, gt=0)
+    # under load (others wait for the same API, or GP work is queued), a suggestion computed
+    # when the API had at most this many fewer observations is handed out rather than waited for
+    ml_stale_suggestion_observations: int = Field(default=20, ge=0)
     ml_large_study: int = Field(default=300, ge=10)
     # GP fits and acquisitions: 0 = inline (one at a time in a thread of the service), N = N
     # worker processes; unset = inline on Lambda, else one process per core (at most 4)

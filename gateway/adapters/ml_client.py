@@ -20,7 +20,9 @@ class MLClient(Protocol):
         """``/ml/health``; raise an ``UpstreamError`` when unreachable."""
         ...
 
-    async def suggest(self, apis: list[str]) -> list[Suggestion]: ...
+    async def suggest(
+        self, apis: list[str], count: dict[str, int] | None = None
+    ) -> list[Suggestion]: ...
 
     async def update(self, observations: list[ObservationIn], *, timeout: float) -> None: ...
 
@@ -63,13 +65,19 @@ class HttpMLClient:
     async def health(self) -> dict[str, Any]:
         return await self._call("GET", "/ml/health", timeout=HEALTH_TIMEOUT)
 
-    async def suggest(self, apis: list[str]) -> list[Suggestion]:
+    async def suggest(
+        self, apis: list[str], count: dict[str, int] | None = None
+    ) -> list[Suggestion]:
+        """One suggestion per API, or ``count[api]`` distinct ones (one batch), grouped by API."""
         # The ML service drops the GP work still queued when this deadline passes.
         wait = self._http.timeout.read or 60.0
+        request: dict[str, Any] = {"apis": apis, "study": self._study}
+        if count:
+            request["count"] = count
         body = await self._call(
             "POST",
             "/ml/suggest_parameters",
-            json={"apis": apis, "study": self._study},
+            json=request,
             headers={DEADLINE_HEADER: f"{wait:.3f}"},
         )
         return [Suggestion.model_validate(s) for s in body["suggestions"]]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -12,14 +10,12 @@ import asyncpg
 
 from gateway import jobs
 from gateway.adapters.ml_client import MLClient
-from gateway.errors import Conflict, InvalidInput, LatinaError, NotFound, UpstreamError
+from gateway.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from gateway.evolution import rounds
 from gateway.evolution.export import PromptExporter
-from gateway.images import downscaled_jpeg
 from gateway.repositories import ab_tests, evolution
 from gateway.repositories import experiments as repo
 from gateway.repositories.users import User
-from shared.storage import ObjectStore
 from shared.wire.gateway import RateRequest
 from shared.wire.ml import ObservationIn
 
@@ -100,13 +96,13 @@ async def record_ratings(
     user: User,
     policy: RatingPolicy,
     exporter: PromptExporter | None = None,
-    images: ObjectStore | None = None,
+    *,
+    send_images: bool = False,
 ) -> dict[str, Any]:
-    """Store the ratings, the ML update, any A/B decision and any evolution trigger in one
-    transaction; then try to deliver the update at once. Identical resubmissions get the first
-    answer again."""
+    """Store the ratings, the ML update (and, with ``send_images``, a job that sends the images
+    for their features), any A/B decision and any evolution trigger in one transaction; then
+    try to deliver the update at once. Identical resubmissions get the first answer again."""
     given = _check_shape(request)
-    pictures = await _pictures(pool, images, request.experiment_id) if images else {}
     async with pool.acquire() as conn, conn.transaction():
         experiment = await repo.lock_experiment(conn, request.experiment_id)
         if experiment is None:
@@ -136,15 +132,14 @@ async def record_ratings(
                 parameters=o.parameters,
                 rating=given[o.option][0],
                 prompt_version=experiment.prompt_version,
-                image_b64=pictures.get(o.option),
-                original_b64=pictures.get("original") if o.option in pictures else None,
-                group_id=experiment.id if o.option in pictures else None,
             )
             for o in options
         ]
         job_id = await jobs.enqueue_ml_update(
             conn, experiment.id, observations, delay_seconds=policy.retry_delay
         )
+        if send_images:  # the worker sends them (gateway.pictures): nobody waits for that
+            await jobs.enqueue_ml_features(conn, experiment.id, observations)
         # Numbering last: the counter row stays locked only for the rest of this
         # transaction, so concurrent ratings queue on it as briefly as possible.
         sample = await repo.next_sample_number(conn)
@@ -174,24 +169,6 @@ async def record_ratings(
         if decided is not None and exporter is not None:
             await exporter.after_change(conn, ab_test_id=decided)
     return body
-
-
-async def _pictures(
-    pool: asyncpg.Pool[Any], store: ObjectStore, experiment_id: str
-) -> dict[str, str]:
-    """The experiment's images, downscaled and base64-encoded for the ML service's features
-    (phase 2). Best effort: a missing image never holds up a rating."""
-    try:
-        async with pool.acquire() as conn:
-            keys = await repo.image_keys(conn, experiment_id)
-        out: dict[str, str] = {}
-        for name, (bucket, key) in keys.items():
-            small = await asyncio.to_thread(downscaled_jpeg, await store.get(bucket, key))
-            out[name] = base64.b64encode(small).decode()
-    except (LatinaError, OSError, ValueError) as exc:
-        log.warning("rating sent without images", extra={"reason": str(exc)})
-        return {}
-    return out if "original" in out else {}
 
 
 async def _deliver(ml: MLClient, observations: list[ObservationIn], timeout: float) -> bool:

@@ -24,7 +24,7 @@ from gateway.repositories import experiments as repo
 from gateway.repositories.users import User
 from shared.search_space import SearchSpace
 from shared.storage import ObjectStore, new_object_key
-from shared.wire.ml import Suggestion
+from shared.wire.ml import MAX_SUGGESTIONS_PER_API, Suggestion
 
 log = logging.getLogger("latina.training")
 
@@ -235,29 +235,32 @@ async def _ab_picks(
 async def _active_candidates(
     deps: TrainingDeps, image: ValidatedImage, prompt: prompts.PromptVersion
 ) -> list[Candidate]:
-    """K candidates over both APIs (pending-aware suggestions, so they differ), rendered under
-    a concurrency limit, with at most ``max_paid`` per paid API, then scored."""
+    """K candidates over both APIs (one batch of distinct suggestions per API), rendered under
+    a concurrency limit per API, with at most ``max_paid`` per paid API, then scored."""
     active = deps.active
     apis = [api for _, api in ARMS]
     per_api = {
         api: min(
             max(1, active.candidates // len(apis)),
+            MAX_SUGGESTIONS_PER_API,
             active.max_paid if deps.providers[api].name != "local" else active.candidates,
         )
         for api in apis
     }
-    suggestions: list[Suggestion] = []
-    for round_number in range(max(per_api.values())):
-        wanted = [api for api in apis if per_api[api] > round_number]
-        try:
-            suggestions.extend(await deps.ml.suggest(wanted))
-        except UpstreamError:
-            suggestions.extend(fallback_suggestion(deps.space, api) for api in wanted)
-    gate = asyncio.Semaphore(active.concurrency)
+    try:
+        # one batch per API: distinct points from one computation, not one round trip each
+        suggestions = await deps.ml.suggest(apis, count=per_api)
+    except UpstreamError as exc:
+        log.warning("ML service unavailable, using fallback parameters: %s", exc.message)
+        suggestions = [
+            fallback_suggestion(deps.space, api) for api in apis for _ in range(per_api[api])
+        ]
+    # the limit is each image API's (its rate limits): the two APIs render side by side
+    gates = {api: asyncio.Semaphore(active.concurrency) for api in apis}
     seed = secrets.randbelow(2**31)
 
     async def render(s: Suggestion) -> RenderResult | LatinaError:
-        async with gate:
+        async with gates[s.api]:
             return await _render(deps.providers[s.api], _request(s.api, image, prompt, s, seed))
 
     results = await asyncio.gather(*(render(s) for s in suggestions))

@@ -128,7 +128,7 @@ async def rate(request: Request) -> Response:
             reward_retrain_every=state.settings.reward_retrain_every,
         ),
         state.exporter,
-        images=state.store if state.settings.ml_send_images else None,
+        send_images=state.settings.ml_send_images,
     )
     return JSONResponse(body)
 

@@ -14,11 +14,22 @@ DEADLINE_HEADER = "X-Request-Deadline"
 MAX_IMAGE_B64 = 2_000_000  # a 512 px JPEG is ~50-150 kB; base64 adds a third
 
 
+MAX_SUGGESTIONS_PER_API = 16
+SuggestionCount = Annotated[int, Field(ge=1, le=MAX_SUGGESTIONS_PER_API)]
+
+
 class SuggestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     apis: list[ApiName] = Field(min_length=1, max_length=16)
     study: StudyName = "default"
+    # distinct suggestions per API, from one batch: one number for every API, or per API
+    count: SuggestionCount | dict[ApiName, SuggestionCount] = 1
+
+    def counts(self) -> dict[str, int]:
+        if isinstance(self.count, int):
+            return dict.fromkeys(self.apis, self.count)
+        return dict(self.count)
 
 
 class Suggestion(BaseModel):

@@ -413,3 +413,135 @@ async def test_a_killed_service_leaves_no_gp_worker_behind(tmp_path: Path) -> No
             break
         await asyncio.sleep(0.05)
     assert not running(worker), "the GP worker outlived its service"
+
+
+async def issued_rows(pool: asyncpg.Pool[Any], study: str) -> dict[str, int]:
+    """suggestion id -> the observation count it was computed for, of the issued ones."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, n_observations FROM ml.suggestions"
+            " WHERE study = $1 AND api = 'leonardo' AND issued_at IS NOT NULL",
+            study,
+        )
+    return {r["id"]: r["n_observations"] for r in rows}
+
+
+async def test_count_asks_for_distinct_suggestions_per_api_in_one_batch(
+    ml_server: tuple[str, Starlette],
+) -> None:
+    url, app = ml_server
+    gp: GPWork = app.state.resources.gp
+    gp.queue_limit = 8
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as http:
+        await seed(http, "batch", 6)
+        await app.state.resources.work.drain()
+        before = gp.completed
+        answer = await http.post(
+            "/ml/suggest_parameters",
+            json={
+                "study": "batch",
+                "apis": ["leonardo", "stable_diffusion"],
+                "count": {"leonardo": 5, "stable_diffusion": 2},
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        got = answer.json()["suggestions"]
+        assert [s["api"] for s in got] == ["leonardo"] * 5 + ["stable_diffusion"] * 2
+        assert len({s["suggestion_id"] for s in got}) == 7
+        leo = {tuple(sorted(s["parameters"].items())) for s in got if s["api"] == "leonardo"}
+        assert len(leo) == 5
+        # one computation per API (each made its precomputed one beside the batch)
+        assert gp.completed - before <= 2
+
+        same = await http.get(
+            "/ml/suggest_parameters", params={"study": "batch", "apis": "leonardo", "count": 3}
+        )
+        assert same.status_code == 200, same.text
+        assert len(same.json()["suggestions"]) == 3
+        for bad in (0, 17, "many"):
+            refused = await http.post(
+                "/ml/suggest_parameters",
+                json={"study": "batch", "apis": ["leonardo"], "count": bad},
+            )
+            assert refused.status_code == 422, refused.text
+        other = await http.post(
+            "/ml/suggest_parameters",
+            json={"study": "batch", "apis": ["leonardo"], "count": {"stable_diffusion": 2}},
+        )
+        assert other.status_code == 422
+        assert other.json()["error"]["code"] == "invalid_count"
+    await app.state.resources.work.drain()
+
+
+async def test_suggestions_a_few_observations_old_are_handed_out_only_in_a_burst(
+    ml_server: tuple[str, Starlette], db_pool: asyncpg.Pool[Any]
+) -> None:
+    url, app = ml_server
+    gp: GPWork = app.state.resources.gp
+    gp.queue_limit = 64
+    study = "stale"
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as http:
+        await seed(http, study, 6)
+        await app.state.resources.work.drain()
+        # a batch leaves suggestions precomputed for 6 observations, then one more arrives
+        extra = await http.post(
+            "/ml/suggest_parameters", json={"study": study, "apis": ["leonardo"], "count": 1}
+        )
+        await asyncio.gather(
+            *(
+                http.post("/ml/suggest_parameters", json={"study": study, "apis": ["leonardo"]})
+                for _ in range(6)
+            )
+        )
+        await app.state.resources.work.drain()
+        s = extra.json()["suggestions"][0]
+        rated = {
+            "observation_id": "stale-extra",
+            "suggestion_id": s["suggestion_id"],
+            "api": "leonardo",
+            "parameters": s["parameters"],
+            "rating": 4,
+        }
+        response = await http.post(
+            "/ml/update_model", json={"study": study, "observations": [rated]}
+        )
+        assert response.status_code == 200
+        await app.state.resources.work.drain()
+        async with db_pool.acquire() as conn:
+            older = await conn.fetchval(
+                "SELECT count(*) FROM ml.suggestions WHERE study = $1 AND api = 'leonardo'"
+                " AND issued_at IS NULL AND n_observations = 6",
+                study,
+            )
+            # as if the precomputation for today's data had not finished yet
+            await conn.execute(
+                "DELETE FROM ml.suggestions WHERE study = $1 AND issued_at IS NULL"
+                " AND n_observations = 7",
+                study,
+            )
+        assert older > 0  # kept for a burst
+
+        # one caller at a time: computed for today's data, although older ones are ready
+        known = await issued_rows(db_pool, study)
+        alone = await http.post(
+            "/ml/suggest_parameters", json={"study": study, "apis": ["leonardo"]}
+        )
+        assert alone.status_code == 200
+        new = {k: v for k, v in (await issued_rows(db_pool, study)).items() if k not in known}
+        assert list(new.values()) == [7]
+        await app.state.resources.work.drain()
+
+        # a burst: callers behind the first take the older ones instead of waiting
+        known = await issued_rows(db_pool, study)
+        burst = await asyncio.gather(
+            *(
+                http.post("/ml/suggest_parameters", json={"study": study, "apis": ["leonardo"]})
+                for _ in range(8)
+            )
+        )
+        assert all(b.status_code == 200 for b in burst)
+        new = {k: v for k, v in (await issued_rows(db_pool, study)).items() if k not in known}
+        assert len(new) == 8 and 6 in new.values()
+        points = {tuple(sorted(b.json()["suggestions"][0]["parameters"].items())) for b in burst}
+        assert len(points) == 8
+    await app.state.resources.work.drain()

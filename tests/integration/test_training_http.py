@@ -13,9 +13,14 @@ import pytest
 from asgi_lifespan import LifespanManager
 from PIL import Image
 
+from gateway import jobs
+from gateway.adapters.ml_client import HttpMLClient
 from gateway.app import create_app
+from gateway.pictures import Pictures
 from ml_service.app import create_app as create_ml
+from shared.db.pool import connect
 from shared.settings import Settings
+from shared.storage.factory import open_object_store
 from tests.images import interior
 from tests.servers import free_port, gateway_client, serve
 
@@ -127,8 +132,25 @@ async def test_train_renders_both_options_and_records_one_experiment(
     assert await count(db_pool, "parameter_experiments") == 2
 
 
+async def drain_with_pictures(settings: Settings, pool: asyncpg.Pool[Any], ml_url: str) -> None:
+    """Run the job worker (with what it needs to send images) until no job is ready."""
+    conn = await connect(str(settings.database_url))
+    try:
+        async with (
+            open_object_store(settings) as store,
+            httpx.AsyncClient(
+                base_url=ml_url, headers={"Authorization": f"Bearer {settings.ml_service_token}"}
+            ) as http,
+        ):
+            await jobs.run_worker(
+                conn, HttpMLClient(http), pictures=Pictures(pool, store), drain=True
+            )
+    finally:
+        await conn.close()
+
+
 async def test_rating_teaches_the_ml_service_and_counts_a_sample(
-    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any]
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any], settings: Settings, ml_url: str
 ) -> None:
     body = (await upload(client)).json()
     rated = await client.post("/api/train/rate", json=ratings_for(body, 2, 5))
@@ -142,7 +164,7 @@ async def test_rating_teaches_the_ml_service_and_counts_a_sample(
         observed = await conn.fetch(
             "SELECT observation_id, rating FROM ml.observations ORDER BY observation_id"
         )
-        queued = await conn.fetchval("SELECT count(*) FROM pgqueuer")
+        queued = await jobs.queued_by_entrypoint(conn)
         score = await conn.fetchrow(
             "SELECT performance_score, usage_count FROM prompt_versions WHERE version = 'v1.0.0'"
         )
@@ -150,11 +172,16 @@ async def test_rating_teaches_the_ml_service_and_counts_a_sample(
         ("A", 2),
         ("B", 5),
     ]
+    # delivered at once; the images (for phase 2's features) are left to the worker
+    assert queued == {jobs.ML_FEATURES: 1}
+    assert await count(db_pool, "ml.observation_features") == 0
+    await drain_with_pictures(settings, db_pool, ml_url)
     async with db_pool.acquire() as conn:
         groups = await conn.fetch("SELECT group_id FROM ml.observation_features")
+        left = await jobs.queued_by_entrypoint(conn)
     # the images went along (downscaled): the ML service keeps their features for phase 2
     assert [g["group_id"] for g in groups] == [body["experiment_id"]] * 2
-    assert queued == 0  # delivered at once: nothing left for the worker
+    assert left == {}
     assert (score["performance_score"], score["usage_count"]) == (3.5, 1)
     status = (await client.get("/api/train/status")).json()
     assert status["samples_collected"] == 1
@@ -396,10 +423,6 @@ async def test_history_filters_by_trainer_and_rating(client: httpx.AsyncClient) 
 async def test_after_phase_1_the_worker_retrains_the_reward_model(
     settings: Settings, trainer_token: str, ml_url: str, db_pool: asyncpg.Pool[Any]
 ) -> None:
-    from gateway import jobs
-    from gateway.adapters.ml_client import HttpMLClient
-    from shared.db.pool import connect
-
     tuned = settings.model_copy(
         update={"ml_service_url": ml_url, "phase_1_target": 3, "reward_retrain_every": 3}
     )
@@ -421,16 +444,11 @@ async def test_after_phase_1_the_worker_retrains_the_reward_model(
             "SELECT payload FROM pgqueuer WHERE entrypoint = $1 ORDER BY id", jobs.REWARD_TRAIN
         )
     assert [bytes(r["payload"]).decode() for r in queued] == ["3", "6"]
-    conn = await connect(str(settings.database_url))
-    try:
-        async with httpx.AsyncClient(
-            base_url=ml_url, headers={"Authorization": f"Bearer {settings.ml_service_token}"}
-        ) as http:
-            ml = HttpMLClient(http)
-            await jobs.run_worker(conn, ml, drain=True)
-            status = await ml.reward_status()
-    finally:
-        await conn.close()
+    await drain_with_pictures(tuned, db_pool, ml_url)
+    async with httpx.AsyncClient(
+        base_url=ml_url, headers={"Authorization": f"Bearer {settings.ml_service_token}"}
+    ) as http:
+        status = await HttpMLClient(http).reward_status()
     # at sample 3 there were too few samples (the job ends quietly); at 6 the model trained
     assert status["trained"] is True and status["samples"] == 12
 
@@ -439,7 +457,6 @@ async def test_production_enhance_uses_what_was_learned(
     patient_client: httpx.AsyncClient, settings: Settings, ml_url: str, db_pool: asyncpg.Pool[Any]
 ) -> None:
     client = patient_client
-    from gateway.adapters.ml_client import HttpMLClient
 
     before = await client.post(
         "/api/enhance", files={"image": ("room.jpg", interior(), "image/jpeg")}
@@ -454,6 +471,7 @@ async def test_production_enhance_uses_what_was_learned(
         assert (
             await client.post("/api/train/rate", json=ratings_for(body, 1 + n % 3, 4 + n % 2))
         ).status_code == 200
+    await drain_with_pictures(settings, db_pool, ml_url)  # the images, for their features
     async with httpx.AsyncClient(
         base_url=ml_url, headers={"Authorization": f"Bearer {settings.ml_service_token}"}
     ) as http:
@@ -483,8 +501,6 @@ async def test_production_enhance_uses_what_was_learned(
 async def test_active_learning_renders_candidates_and_shows_the_best_and_most_uncertain(
     settings: Settings, trainer_token: str, ml_url: str, db_pool: asyncpg.Pool[Any]
 ) -> None:
-    from gateway.adapters.ml_client import HttpMLClient
-
     tuned = settings.model_copy(
         update={
             "ml_service_url": ml_url,
@@ -509,6 +525,7 @@ async def test_active_learning_renders_candidates_and_shows_the_best_and_most_un
                 assert rated.status_code == 200
             # phase 1 is over but no reward model yet: still A/B
             assert (await upload(gw)).json()["mode"] == "ab"
+            await drain_with_pictures(tuned, db_pool, ml_url)  # the images, for their features
             async with httpx.AsyncClient(
                 base_url=ml_url, headers={"Authorization": f"Bearer {settings.ml_service_token}"}
             ) as http:
