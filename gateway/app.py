@@ -50,6 +50,9 @@ from shared.web_errors import exception_handlers
 log = logging.getLogger("latina.gateway")
 
 
+KEEPALIVE_SECONDS = 3.0
+
+
 def _client(
     base_url: str,
     timeout: float,
@@ -59,6 +62,12 @@ def _client(
     return httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
+        # An idle connection is dropped before the server's idle timeout can close it under a
+        # request being sent (uvicorn's is 5 s, httpx's default expiry too: under a burst
+        # after a quiet spell, that race failed requests with an empty "unreachable").
+        limits=httpx.Limits(
+            max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_SECONDS
+        ),
         headers=headers or {},
         auth=auth,
         event_hooks={"request": [forward_request_id]},

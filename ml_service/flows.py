@@ -8,6 +8,7 @@ import binascii
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ def new_suggestion_id() -> str:
 
 
 MAX_BATCH = MAX_SUGGESTIONS_PER_API  # suggestions one computation makes for waiting callers
+DEMAND_WINDOW = 60.0  # seconds of handed-out suggestions that size the reserve
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class SuggestionWork:
         self._waiting: dict[tuple[str, str], int] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._again: set[tuple[str, str]] = set()
+        self._issued: dict[tuple[str, str], deque[float]] = {}
         self._best: dict[tuple[str, str], BestSnapshot] = {}
         self._refresh: dict[tuple[str, str], asyncio.Task[None]] = {}
 
@@ -126,6 +129,21 @@ class SuggestionWork:
     def waiting(self, study: str, api: str) -> int:
         return self._waiting.get((study, api), 0)
 
+    def note_issued(self, study: str, api: str, n: int) -> None:
+        handed = self._issued.setdefault((study, api), deque())
+        handed.extend([time.monotonic()] * n)
+
+    def reserve(self, study: str, api: str) -> int:
+        """How many suggestions a computation leaves ready for the callers to come: as many as
+        this process handed out for the API in the last ``DEMAND_WINDOW`` seconds (at least
+        one, at most ``MAX_BATCH``), so a burst finds most of its answers computed."""
+        handed = self._issued.get((study, api))
+        if handed is None:
+            return 1
+        while handed and handed[0] < time.monotonic() - DEMAND_WINDOW:
+            handed.popleft()
+        return max(1, min(MAX_BATCH, len(handed)))
+
     def oldest_claimable(self, n_obs: int) -> int:
         """In a burst: the fewest observations a handed-out suggestion may have been computed
         with (never a start-design point once the model has taken over)."""
@@ -179,15 +197,16 @@ async def _compute_and_store(
     issue: int,
     deadline: float | None = None,
 ) -> list[Suggestion]:
-    """Compute suggestions for this caller (``issue`` of them, handed out) and for everyone
-    waiting behind it (stored as precomputed for them to claim), holding no database connection
-    while the GP works. Each stays apart from the suggestions pending when it is stored
+    """Compute suggestions for this caller (``issue`` of them, handed out), for everyone
+    waiting behind it and a reserve for the next callers (stored as precomputed for them to
+    claim; the extra points of a batch cost little), holding no database connection while the
+    GP works. Each stays apart from the suggestions pending when it is stored
     (another process may have issued some meanwhile)."""
     async with pool.acquire() as conn:
         observations = await store.load_observations(conn, study, api)
         pending = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
         index = await store.next_sequence_index(conn, study, api)
-    k = max(issue, min(MAX_BATCH, max(issue, 1) + work.waiting(study, api)))
+    k = max(issue, min(MAX_BATCH, issue + work.waiting(study, api) + work.reserve(study, api)))
     proposals, best = await work.gp.propose(
         study, api, observations, pending, index, k, deadline=deadline
     )
@@ -197,7 +216,7 @@ async def _compute_and_store(
         await store.lock_api(conn, study, api)
         taken = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
         index = await store.next_sequence_index(conn, study, api)
-        stored: list[store.StoredSuggestion] = []
+        rows: list[tuple[store.StoredSuggestion, int, bool]] = []
         for i, proposal in enumerate(proposals):
             record_timings(proposal.fit_seconds, proposal.acquisition_seconds)
             parameters, strategy = dict(proposal.parameters), proposal.strategy
@@ -207,11 +226,11 @@ async def _compute_and_store(
             suggestion = store.StoredSuggestion(
                 new_suggestion_id(), api, parameters, strategy, n_obs
             )
-            await store.insert_suggestion(conn, study, suggestion, index, issued=i < issue)
-            stored.append(suggestion)
+            rows.append((suggestion, index, i < issue))
             taken.append(parameters)
             index += 1
-    return [_wire(s) for s in stored[:issue]]
+        await store.insert_suggestions(conn, study, rows)
+    return [_wire(s) for s, _, _ in rows[:issue]]
 
 
 def _wire(stored: store.StoredSuggestion) -> Suggestion:
@@ -274,6 +293,7 @@ async def suggest_for(
     if work.crowded(study, api):
         _, got = await _claim(pool, work, study, api, count, stale_ok=True)
         if len(got) == count:
+            work.note_issued(study, api, count)
             return got
     async with work.turn(study, api):
         n_obs, more = await _claim(
@@ -284,6 +304,7 @@ async def suggest_for(
             got += await _compute_and_store(
                 pool, work, study, api, n_obs, issue=count - len(got), deadline=deadline
             )
+    work.note_issued(study, api, count)
     return got
 
 

@@ -177,28 +177,20 @@ async def has_precomputed(conn: Conn, study: str, api: str, n_observations: int)
     return bool(value)
 
 
-async def insert_suggestion(
-    conn: Conn,
-    study: str,
-    suggestion: StoredSuggestion,
-    sequence_index: int,
-    *,
-    issued: bool,
+async def insert_suggestions(
+    conn: Conn, study: str, rows: list[tuple[StoredSuggestion, int, bool]]
 ) -> None:
-    await conn.execute(
+    """Store suggestions (each with its sequence index, and whether it is issued now)."""
+    await conn.executemany(
         """
         INSERT INTO ml.suggestions
             (id, study, api, parameters, strategy, n_observations, sequence_index, issued_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END)
         """,
-        suggestion.id,
-        study,
-        suggestion.api,
-        suggestion.parameters,
-        suggestion.strategy,
-        suggestion.n_observations,
-        sequence_index,
-        issued,
+        [
+            (s.id, study, s.api, s.parameters, s.strategy, s.n_observations, index, issued)
+            for s, index, issued in rows
+        ],
     )
 
 

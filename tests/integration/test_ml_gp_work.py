@@ -186,25 +186,28 @@ async def test_health_answers_and_abandoned_suggestions_leave_nothing_behind(
     async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as http:
         await seed(http, "gone", 6)
         await app.state.resources.work.drain()
+        async with db_pool.acquire() as conn:  # nothing ready: the next one needs the GP
+            await conn.execute(
+                "DELETE FROM ml.suggestions WHERE study = 'gone' AND issued_at IS NULL"
+            )
         blocker = asyncio.create_task(gp.run(wait_for_file, str(release)))
         try:
             await until(lambda: gp.running == 1)
             health = await http.get("/ml/health")  # while the only GP slot is taken
             assert health.status_code == 200 and health.json()["gp"]["running"] == 1
 
-            # the precomputed suggestion goes at once; the next one must wait for the GP
-            ready = await http.post(
-                "/ml/suggest_parameters", json={"study": "gone", "apis": ["leonardo"]}
-            )
-            assert ready.status_code == 200
-            await until(lambda: gp.queued == 1)  # the precomputation of the next one
-            async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=0.3) as impatient:
-                with pytest.raises(httpx.TimeoutException):
-                    await impatient.post(
+            async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=0.5) as impatient:
+                asked = asyncio.create_task(
+                    impatient.post(
                         "/ml/suggest_parameters", json={"study": "gone", "apis": ["leonardo"]}
                     )
+                )
+                await until(lambda: gp.queued == 1)  # its computation waits for the slot
+                with pytest.raises(httpx.TimeoutException):
+                    await asked
+            await until(lambda: gp.queued == 0)  # the caller gone, its work left the queue
             await asyncio.sleep(0.2)
-            assert gp.queued == 1 and gp.running == 1 and not blocker.done()
+            assert gp.queued == 0 and gp.running == 1 and not blocker.done()
         finally:
             release.touch()
             await blocker
@@ -213,7 +216,7 @@ async def test_health_answers_and_abandoned_suggestions_leave_nothing_behind(
         issued = await conn.fetchval(
             "SELECT count(*) FROM ml.suggestions WHERE study = 'gone' AND issued_at IS NOT NULL"
         )
-    assert issued == 6 * 2 + 1  # the seeding's and the one answered: none for the caller gone
+    assert issued == 6 * 2  # the seeding's: none for the caller gone
 
 
 async def test_a_full_queue_answers_503_and_the_gateway_trains_with_its_fallback(
@@ -221,6 +224,7 @@ async def test_a_full_queue_answers_503_and_the_gateway_trains_with_its_fallback
     settings: Settings,
     trainer_token: str,
     tmp_path: Path,
+    db_pool: asyncpg.Pool[Any],
 ) -> None:
     url, app = ml_server
     gp: GPWork = app.state.resources.gp
@@ -233,6 +237,10 @@ async def test_a_full_queue_answers_503_and_the_gateway_trains_with_its_fallback
         # the precomputed suggestion is claimed first; the one after must queue, and cannot
         first = await http.post("/ml/suggest_parameters", json={"apis": ["leonardo"]})
         assert first.status_code == 200
+        async with db_pool.acquire() as conn:  # the reserve used up: the next ones need the GP
+            await conn.execute(
+                "DELETE FROM ml.suggestions WHERE study = 'default' AND issued_at IS NULL"
+            )
 
         busy = await http.post("/ml/suggest_parameters", json={"apis": ["leonardo"]})
         assert busy.status_code == 503
@@ -251,7 +259,7 @@ async def test_a_full_queue_answers_503_and_the_gateway_trains_with_its_fallback
 
 
 async def test_a_burst_for_one_api_gets_distinct_points_from_shared_computations(
-    ml_server: tuple[str, Starlette],
+    ml_server: tuple[str, Starlette], db_pool: asyncpg.Pool[Any]
 ) -> None:
     url, app = ml_server
     gp: GPWork = app.state.resources.gp
@@ -274,6 +282,13 @@ async def test_a_burst_for_one_api_gets_distinct_points_from_shared_computations
     # waiting callers share a computation instead of queueing one each
     await app.state.resources.work.drain()
     assert gp.completed - before < 20
+    # and after a burst, more than one is kept ready for the next callers
+    async with db_pool.acquire() as conn:
+        ready = await conn.fetchval(
+            "SELECT count(*) FROM ml.suggestions WHERE study = 'burst' AND api = 'leonardo'"
+            " AND issued_at IS NULL AND n_observations = 6"
+        )
+    assert ready > 1
 
 
 async def test_best_answers_from_the_last_fit_while_the_gp_is_busy(
@@ -531,8 +546,15 @@ async def test_suggestions_a_few_observations_old_are_handed_out_only_in_a_burst
         assert list(new.values()) == [7]
         await app.state.resources.work.drain()
 
-        # a burst: callers behind the first take the older ones instead of waiting
+        # a burst: callers behind the first take the older ones instead of waiting for
+        # suggestions for today's data (none ready: the reserve just made is removed)
         known = await issued_rows(db_pool, study)
+        async with db_pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM ml.suggestions WHERE study = $1"
+                " AND issued_at IS NULL AND n_observations = 7",
+                study,
+            )
         burst = await asyncio.gather(
             *(
                 http.post("/ml/suggest_parameters", json={"study": study, "apis": ["leonardo"]})
