@@ -29,6 +29,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await resources.gp.start()  # worker processes up before the first request
+        await resources.images.start()
         try:
             yield
         finally:

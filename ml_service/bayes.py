@@ -194,29 +194,42 @@ class BayesianOptimizer:
         pending: Sequence[dict[str, Any]],
         sequence_index: int,
         k: int,
+        *,
+        thompson: bool = False,
     ) -> list[Proposal]:
         """``k`` distinct proposals for ``k`` callers at once (indices ``sequence_index`` on):
         the first as ``propose`` gives it, the others by Thompson sampling from the same fitted
         model, each apart from ``pending`` and from each other (Sobol points make up any
-        shortfall)."""
-        first = self.propose(study, api, observations, pending, sequence_index)
+        shortfall). ``thompson``: the first too (parallel Thompson sampling, without the
+        acquisition optimisation: what a crowd of waiting callers gets, at a tenth of the
+        cost)."""
         space = self._spaces[api]
-        chosen = [*pending, first.parameters]
-        out = [first]
-        if k > 1 and first.strategy not in ("sobol", "explore"):
+        ratings = torch.tensor([float(r) for _, r in observations], dtype=core.DTYPE)
+        modelled = len(observations) >= self.n_initial and not core.is_flat(ratings)
+        out: list[Proposal] = []
+        if not (thompson and modelled):
+            out.append(self.propose(study, api, observations, pending, sequence_index))
+            modelled = out[0].strategy not in ("sobol", "explore")
+        chosen = [*pending, *(p.parameters for p in out)]
+        if k > len(out) and modelled:
             with _GP_LOCK:
+                cached_before = self._is_cached(study, api, observations)
                 fitted = self._fitted(study, api, observations)
                 started = time.perf_counter()
                 points = core.thompson_batch(
                     fitted,
                     space.bounds,
                     space.integer_dims,
-                    k - 1,
-                    space.to_tensor(chosen),
+                    k - len(out),
+                    space.to_tensor(chosen) if chosen else None,
                     seed=_seed(study, api, sequence_index),
                 )
                 seconds = time.perf_counter() - started
-            out += [Proposal(space.to_parameters(x), "gp", 0.0, seconds) for x in points]
+            fit_seconds = 0.0 if cached_before or out else fitted.fit_seconds
+            out += [
+                Proposal(space.to_parameters(x), "gp", fit_seconds if i == 0 else 0.0, seconds)
+                for i, x in enumerate(points)
+            ]
         index = sequence_index + 1
         while len(out) < k:
             parameters = self.explore(study, api, index)
@@ -234,10 +247,13 @@ class BayesianOptimizer:
         pending: Sequence[dict[str, Any]],
         sequence_index: int,
         k: int,
+        thompson: bool = False,
     ) -> tuple[list[Proposal], Best | None]:
         """``propose_batch`` and, when it fitted a model, ``best`` from that model (None before:
         a fit only for ``best`` would also change the warm start of the fits that follow)."""
-        proposals = self.propose_batch(study, api, observations, pending, sequence_index, k)
+        proposals = self.propose_batch(
+            study, api, observations, pending, sequence_index, k, thompson=thompson
+        )
         fitted = self._is_cached(study, api, observations) if observations else False
         return proposals, self.best(study, api, observations) if fitted else None
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -173,12 +174,32 @@ def extract_bytes(result: bytes, original: bytes | None = None) -> F32:
     return extract(decode(result), None if original is None else decode(original))
 
 
-def extract(result: F32, original: F32 | None = None) -> F32:
+@dataclass(frozen=True)
+class Reference:
+    """What the comparison needs of an original, computed once when several results made
+    from it are compared (the candidates of one upload)."""
+
+    own: list[float]
+    lum: F32
+    edges: Mask
+
+
+def reference(original: F32) -> Reference:
+    return Reference(*_own_features(_planes(original)))
+
+
+def reference_bytes(original: bytes) -> Reference:
+    """``reference`` of an encoded original. Raises ``InvalidInput`` as ``decode``."""
+    return reference(decode(original))
+
+
+def extract(result: F32, original: F32 | None = None, *, against: Reference | None = None) -> F32:
     """The feature vector of ``result``, compared with ``original`` when given.
 
     Args:
         result: RGB ``h x w x 3`` in [0, 1] (values outside are clipped).
         original: The image ``result`` was made from, any size; ``None`` for none.
+        against: The original as ``reference`` prepared it, instead of ``original``.
 
     Returns:
         float32 ``len(FEATURE_NAMES)``, finite, identical for identical inputs.
@@ -187,22 +208,22 @@ def extract(result: F32, original: F32 | None = None) -> F32:
         ValueError: an array that is not ``h x w x 3`` or holds non-finite values.
     """
     own, lum, edges = _own_features(_planes(result))
-    if original is None:
+    base = against if against is not None or original is None else reference(original)
+    if base is None:
         comparison = [0.0] * len(_COMPARISON_NAMES)
     else:
-        base, base_lum, base_edges = _own_features(_planes(original))
-        if lum.shape != base_lum.shape:
-            size = (min(lum.shape[1], base_lum.shape[1]), min(lum.shape[0], base_lum.shape[0]))
-            lum_c, base_lum_c = _resize(lum, size), _resize(base_lum, size)
+        if lum.shape != base.lum.shape:
+            size = (min(lum.shape[1], base.lum.shape[1]), min(lum.shape[0], base.lum.shape[0]))
+            lum_c, base_lum_c = _resize(lum, size), _resize(base.lum, size)
             edges, base_edges = _edge_map(lum_c), _edge_map(base_lum_c)
         else:
-            lum_c, base_lum_c = lum, base_lum
+            lum_c, base_lum_c, base_edges = lum, base.lum, base.edges
         comparison = [
             1.0,
             _ssim(lum_c, base_lum_c),
             _edge_f1(edges, base_edges),
-            _histogram_correlation(lum, base_lum),
-            *(own[_INDEX[name]] - base[_INDEX[name]] for name in _DELTAS),
+            _histogram_correlation(lum, base.lum),
+            *(own[_INDEX[name]] - base.own[_INDEX[name]] for name in _DELTAS),
         ]
     return np.array(own + comparison, dtype=np.float32)
 
@@ -425,9 +446,12 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_VERSION",
     "EmbeddingExtractor",
+    "Reference",
     "decode",
     "downscale_jpeg",
     "extract",
     "extract_bytes",
     "load_optional_embedder",
+    "reference",
+    "reference_bytes",
 ]

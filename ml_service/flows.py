@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from PIL import Image
 
 from ml_service import feature_extraction as features
 from ml_service import observation_store as store
 from ml_service.bayes import BayesianOptimizer, Best, data_key, needs_model, observed_best
 from ml_service.errors import Busy, Conflict, InvalidInput, NotFound
 from ml_service.gp_work import GPWork
+from ml_service.image_work import Failure, ImageWork, Item
 from ml_service.telemetry import record_timings
 from ml_service.validation import check_api, check_observation
 from shared.wire.ml import MAX_SUGGESTIONS_PER_API, BestForApi, ObservationIn, Suggestion
@@ -112,15 +112,17 @@ class SuggestionWork:
         self._refresh[key] = asyncio.create_task(refresh())
 
     @asynccontextmanager
-    async def turn(self, study: str, api: str) -> AsyncIterator[None]:
-        """This process's turn to suggest for (study, api); ``waiting`` counts who queues."""
+    async def turn(self, study: str, api: str, *, caller: bool = True) -> AsyncIterator[None]:
+        """This process's turn to suggest for (study, api); ``waiting`` counts the callers
+        that queue for it (background precomputation is not a caller)."""
         key = (study, api)
         lock = self._locks.setdefault(key, asyncio.Lock())
-        self._waiting[key] = self._waiting.get(key, 0) + 1
+        counted = 1 if caller else 0
+        self._waiting[key] = self._waiting.get(key, 0) + counted
         try:
             await lock.acquire()
         finally:
-            self._waiting[key] -= 1
+            self._waiting[key] -= counted
         try:
             yield
         finally:
@@ -206,9 +208,14 @@ async def _compute_and_store(
         observations = await store.load_observations(conn, study, api)
         pending = await store.pending_parameters(conn, study, api, work.pending_ttl_seconds)
         index = await store.next_sequence_index(conn, study, api)
-    k = max(issue, min(MAX_BATCH, issue + work.waiting(study, api) + work.reserve(study, api)))
+    waiting = work.waiting(study, api)
+    k = max(issue, min(MAX_BATCH, issue + waiting + work.reserve(study, api)))
+    # A crowd of callers (this one and others, or several behind a precomputation): every
+    # point by Thompson sampling, no acquisition optimisation to wait for. One caller at a
+    # time gets the acquisition's point first.
+    crowd = (1 if issue else 0) + waiting >= 2
     proposals, best = await work.gp.propose(
-        study, api, observations, pending, index, k, deadline=deadline
+        study, api, observations, pending, index, k, thompson=crowd, deadline=deadline
     )
     if best is not None:
         work.remember_best(study, api, observations, best)
@@ -351,7 +358,7 @@ async def suggest_parameters(
 async def precompute(pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, api: str) -> bool:
     """Compute and store the next suggestion for the current data unless one is ready; drop
     precomputed ones too old to be handed out even in a burst."""
-    async with work.turn(study, api):
+    async with work.turn(study, api, caller=False):
         async with pool.acquire() as conn, conn.transaction():
             await store.ensure_study(conn, study)
             await store.lock_api(conn, study, api)
@@ -383,13 +390,13 @@ def _same(a: store.Observation, b: store.Observation) -> bool:
     )
 
 
-def _image_features(observations: list[ObservationIn]) -> dict[str, Any]:
-    """Features of the observations that carry their image (CPU work: run in a thread)."""
-    out: dict[str, Any] = {}
+async def _image_features(images: ImageWork, observations: list[ObservationIn]) -> dict[str, Any]:
+    """Features of the observations that carry their image (in the image workers)."""
+    carrying: list[ObservationIn] = []
+    items: list[Item] = []
     for obs in observations:
         if obs.image_b64 is None:
             continue
-        where = {"observation_id": obs.observation_id}
         try:
             image = base64.b64decode(obs.image_b64, validate=True)
             original = (
@@ -397,19 +404,26 @@ def _image_features(observations: list[ObservationIn]) -> dict[str, Any]:
             )
         except binascii.Error as exc:
             raise InvalidInput(
-                "image_b64 and original_b64 must be base64", code="invalid_image", details=where
+                "image_b64 and original_b64 must be base64",
+                code="invalid_image",
+                details={"observation_id": obs.observation_id},
             ) from exc
-        try:
-            out[obs.observation_id] = features.extract_bytes(image, original)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise InvalidInput(
-                f"the image could not be read: {exc}", code="invalid_image", details=where
-            ) from exc
+        carrying.append(obs)
+        items.append((image, original))
+    out: dict[str, Any] = {}
+    for obs, vector in zip(carrying, await images.features(items), strict=True):
+        if isinstance(vector, Failure):
+            raise vector.error({"observation_id": obs.observation_id})
+        out[obs.observation_id] = vector
     return out
 
 
 async def update_model(
-    pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, observations: list[ObservationIn]
+    pool: asyncpg.Pool[Any],
+    work: SuggestionWork,
+    images: ImageWork,
+    study: str,
+    observations: list[ObservationIn],
 ) -> dict[str, Any]:
     """Store the observations (and the features of any images they carry) durably, in one
     transaction, before answering."""
@@ -420,7 +434,7 @@ async def update_model(
     if len(set(ids)) != len(ids):
         raise InvalidInput("observation_id repeats within the batch", code="duplicate_observation")
     incoming = {o.observation_id: _as_stored(o) for o in observations}
-    vectors = await asyncio.to_thread(_image_features, observations)
+    vectors = await _image_features(images, observations)
     async with pool.acquire() as conn, conn.transaction():
         await store.ensure_study(conn, study)
         existing = await store.insert_observations(conn, study, list(incoming.values()))

@@ -189,10 +189,12 @@ class GPWork:
         sequence_index: int,
         k: int = 1,
         *,
+        thompson: bool = False,
         deadline: float | None = None,
     ) -> tuple[list[Proposal], Best | None]:
-        """``k`` distinct proposals computed in one slot (``deadline``: ``time.monotonic()``),
-        and the best parameters by the same fitted model (None when none was fitted)."""
+        """``k`` distinct proposals computed in one slot (``deadline``: ``time.monotonic()``;
+        ``thompson``: all by Thompson sampling), and the best parameters by the same fitted
+        model (None when none was fitted)."""
         result: tuple[list[Proposal], Best | None] = await self._call(
             "propose_with_best",
             study,
@@ -201,6 +203,7 @@ class GPWork:
             pending,
             sequence_index,
             k,
+            thompson,
             deadline=deadline,
         )
         return result

@@ -17,6 +17,7 @@ import torch
 from ml_service.bayes import BayesianOptimizer
 from ml_service.flows import SuggestionWork
 from ml_service.gp_work import GPWork, OptimizerConfig, default_workers
+from ml_service.image_work import ImageWork, default_image_workers
 from ml_service.optimizer import AcquisitionConfig
 from shared.db.pool import create_pool
 from shared.db.setup import database_dsn
@@ -45,6 +46,12 @@ class Resources:
                 settings.ml_gp_workers, on_lambda=settings.aws_lambda_function_name is not None
             ),
             queue_limit=settings.ml_gp_queue_limit,
+        )
+        self.images = ImageWork(
+            default_image_workers(
+                settings.ml_image_workers,
+                on_lambda=settings.aws_lambda_function_name is not None,
+            )
         )
         self.work = SuggestionWork(
             self.optimizer,
@@ -89,6 +96,7 @@ class Resources:
     async def close(self) -> None:
         await self.work.close()
         await self.gp.close()
+        await self.images.close()
         await self._store_stack.aclose()
         self._store = None
         if self._pool is not None:

@@ -19,6 +19,7 @@ from ml_service import feature_extraction as fx
 from ml_service import observation_store as store
 from ml_service import reward_model as rm
 from ml_service.errors import InvalidInput, NotFound
+from ml_service.image_work import Failure, Item
 from ml_service.resources import Resources
 
 log = logging.getLogger("latina.ml.reward")
@@ -135,7 +136,8 @@ async def _current(resources: Resources, study: str) -> rm.RewardModel:
     return model
 
 
-def _candidate(raw: Any, index: int) -> tuple[str, rm.Candidate]:
+def _candidate(raw: Any, index: int) -> tuple[str, str, dict[str, Any], Item]:
+    """A candidate's id, API, parameters and (decoded from base64) images."""
     if not isinstance(raw, dict):
         raise InvalidInput("each candidate must be an object", code="invalid_candidate")
     where = {"index": index}
@@ -146,9 +148,11 @@ def _candidate(raw: Any, index: int) -> tuple[str, rm.Candidate]:
             if raw.get("original_b64")
             else None
         )
-        features = fx.extract_bytes(image, original)
-        return str(raw.get("id", index)), rm.Candidate(
-            features=features, api=str(raw["api"]), parameters=dict(raw["parameters"])
+        return (
+            str(raw.get("id", index)),
+            str(raw["api"]),
+            dict(raw["parameters"]),
+            (image, original),
         )
     except KeyError as exc:
         raise InvalidInput(
@@ -156,15 +160,27 @@ def _candidate(raw: Any, index: int) -> tuple[str, rm.Candidate]:
         ) from exc
     except binascii.Error as exc:
         raise InvalidInput("image_b64 must be base64", code="invalid_image", details=where) from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(
+            f"candidate parameters must be an object: {exc}",
+            code="invalid_candidate",
+            details=where,
+        ) from exc
 
 
 async def score(resources: Resources, study: str, candidates: list[Any]) -> dict[str, Any]:
     if not 1 <= len(candidates) <= 50:
         raise InvalidInput("send 1 to 50 candidates", code="invalid_candidates")
     model = await _current(resources, study)
-    parsed = await asyncio.to_thread(lambda: [_candidate(c, i) for i, c in enumerate(candidates)])
+    parsed = [_candidate(c, i) for i, c in enumerate(candidates)]
+    vectors = await resources.images.features([item for *_, item in parsed])
+    scored: list[rm.Candidate] = []
+    for index, ((_, api, parameters, _), vector) in enumerate(zip(parsed, vectors, strict=True)):
+        if isinstance(vector, Failure):
+            raise vector.error({"index": index})
+        scored.append(rm.Candidate(features=vector, api=api, parameters=parameters))
     try:
-        predictions = await asyncio.to_thread(model.predict, [c for _, c in parsed])
+        predictions = await asyncio.to_thread(model.predict, scored)
     except ValueError as exc:
         raise InvalidInput(str(exc), code="invalid_candidate") from exc
     return {
@@ -176,7 +192,7 @@ async def score(resources: Resources, study: str, candidates: list[Any]) -> dict
                 "predicted_rating": round(p.rating, 3),
                 "uncertainty": round(p.uncertainty, 3),
             }
-            for (cid, _), p in zip(parsed, predictions, strict=True)
+            for (cid, *_), p in zip(parsed, predictions, strict=True)
         ],
     }
 

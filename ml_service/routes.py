@@ -165,7 +165,7 @@ async def update_model(request: Request) -> Response:
     resources = _authorized(request)
     parsed = UpdateRequest.model_validate(await _json_body(request))
     result = await flows.update_model(
-        await resources.pool(), resources.work, parsed.study, parsed.observations
+        await resources.pool(), resources.work, resources.images, parsed.study, parsed.observations
     )
     return JSONResponse(result)
 

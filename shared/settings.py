@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # worker processes; unset = inline on Lambda, else one process per core (at most 4)
     ml_gp_workers: int | None = Field(default=None, ge=0, le=64)
     ml_gp_queue_limit: int = Field(default=32, ge=1)
+    # image features (ML updates with images, reward scores): 0 = in a thread of the service,
+    # N = N worker processes; unset = inline on Lambda, else one process per core (at most 4)
+    ml_image_workers: int | None = Field(default=None, ge=0, le=64)
     aws_lambda_function_name: str | None = None
     reward_model_bucket: str = "latina-models"
     reward_members: int = Field(default=5, ge=1)

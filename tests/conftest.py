@@ -59,6 +59,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         ml_service_token=ML_TOKEN,
         ml_service_timeout=1.0,
         ml_gp_workers=0,  # inline: tests of the worker processes ask for them
+        ml_image_workers=0,
         ml_delivery_timeout=1.0,
         ml_delivery_retry_delay=0.0,
         gateway_worker=False,

@@ -4,6 +4,7 @@ worker processes that leave the event loop free, and the gateway's fallback when
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 import time
@@ -13,12 +14,14 @@ from typing import Any
 
 import asyncpg
 import httpx
+import numpy as np
 import pytest
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from ml_service.app import create_app
 from ml_service.errors import Busy, DeadlineExceeded
+from ml_service.feature_extraction import extract_bytes
 from ml_service.gp_work import WORKER_NICE, GPWork, OptimizerConfig, _ready
 from ml_service.optimizer import AcquisitionConfig
 from shared.settings import Settings
@@ -145,6 +148,20 @@ async def test_worker_processes_compute_while_the_service_answers(
         assert len({tuple(sorted(p.parameters.items())) for p in proposals}) == 3
         assert best is not None and best.source == "model"
         assert best.parameters in [o for o, _ in observations]
+        # a crowd's batch: every point drawn from the posterior, apart from the pending ones
+        pending = [p.parameters for p in proposals]
+        drawn, _ = await gp.propose(
+            "procs", "leonardo", observations, pending, 11, k=4, thompson=True
+        )
+        assert [p.strategy for p in drawn] == ["gp"] * 4
+        points = [tuple(sorted(p.parameters.items())) for p in drawn]
+        assert len(set(points)) == 4
+        assert not set(points) & {tuple(sorted(p.items())) for p in pending}
+        # before the start design is done, a batch stays Sobol whatever is asked
+        early, _ = await gp.propose(
+            "procs", "leonardo", observations[:2], [], 2, k=2, thompson=True
+        )
+        assert [p.strategy for p in early] == ["sobol", "sobol"]
     finally:
         await gp.close()
 
@@ -354,9 +371,9 @@ async def test_the_gateway_says_busy_not_unreachable_while_gp_work_waits(
 
 
 async def test_the_service_with_worker_processes_suggests_and_answers_best(
-    settings: Settings,
+    settings: Settings, db_pool: asyncpg.Pool[Any]
 ) -> None:
-    app = create_app(settings.model_copy(update={"ml_gp_workers": 1}))
+    app = create_app(settings.model_copy(update={"ml_gp_workers": 1, "ml_image_workers": 2}))
     try:
         async with (
             LifespanManager(app, startup_timeout=120),  # spawns a worker: torch imports there
@@ -370,6 +387,51 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
             assert os.getpriority(os.PRIO_PROCESS, worker) == (
                 os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE
             )
+            # image features in their own worker processes, as the service computes them here
+            images = app.state.resources.images
+            workers = await asyncio.gather(
+                *(asyncio.wrap_future(images._pool().submit(os.getpid)) for _ in range(4))
+            )
+            assert os.getpid() not in workers
+            assert {os.getpriority(os.PRIO_PROCESS, w) for w in workers} == {
+                os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE
+            }
+            original, results = interior(320, 240), [interior(160, 120), interior(320, 240)]
+            shown = [
+                {
+                    "observation_id": f"img:{i}",
+                    "api": "leonardo",
+                    "parameters": LEO,
+                    "rating": 3 + i,
+                    "image_b64": base64.b64encode(r).decode(),
+                    "original_b64": base64.b64encode(original).decode(),
+                }
+                for i, r in enumerate(results)
+            ]
+            stored = await http.post(
+                "/ml/update_model", json={"study": "imgs", "observations": shown}
+            )
+            assert stored.status_code == 200, stored.text
+            async with db_pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT observation_id, features FROM ml.observation_features"
+                    " WHERE study = 'imgs' ORDER BY observation_id"
+                )
+            assert [r["observation_id"] for r in rows] == ["img:0", "img:1"]
+            for row, result in zip(rows, results, strict=True):
+                expected = extract_bytes(result, original)
+                assert np.allclose(row["features"], expected, atol=1e-6)
+            broken = await http.post(
+                "/ml/update_model",
+                json={
+                    "study": "imgs",
+                    "observations": [
+                        {**shown[0], "observation_id": "img:x", "image_b64": "bm90IGFuIGltYWdl"}
+                    ],
+                },
+            )
+            assert broken.status_code == 422
+            assert broken.json()["error"]["details"] == {"observation_id": "img:x"}
             await seed(http, "procs", 3)
             best = await http.get("/ml/best", params={"study": "procs"})
             assert best.status_code == 200, best.text

@@ -20,6 +20,7 @@ from ml_service.feature_extraction import (
     extract,
     extract_bytes,
     load_optional_embedder,
+    reference_bytes,
 )
 from shared.errors import InvalidInput, LatinaError
 from tests.images import interior
@@ -59,6 +60,16 @@ def _mosaic(seed: int = 5) -> Pixels:
     tiles = np.random.default_rng(seed).random((24, 32, 3), dtype=np.float32)
     mosaic: Pixels = np.repeat(np.repeat(tiles, 16, axis=0), 16, axis=1)
     return mosaic
+
+
+def test_an_original_prepared_once_compares_as_the_original_itself() -> None:
+    original = interior(300, 200)
+    prepared = reference_bytes(original)
+    for result in (downscale_jpeg(_png(_blurred(1.0))), _png(_mosaic()), interior(150, 100)):
+        alone = extract_bytes(result, original)
+        shared = extract(decode(result), against=prepared)
+        assert np.array_equal(alone, shared)
+        assert shared[FEATURE_NAMES.index("has_original")] == 1.0
 
 
 def test_same_bytes_give_the_same_finite_vector_of_the_declared_length() -> None:
