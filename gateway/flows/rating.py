@@ -123,7 +123,6 @@ async def record_ratings(
         for option in options:
             rating, comments, _ = given[option.option]
             await repo.insert_rating(conn, experiment.id, option, rating, comments, user.id)
-        await repo.refresh_prompt_score(conn, experiment.prompt_version_id)
         observations = [
             ObservationIn(
                 observation_id=f"{experiment.id}:{o.option}",
@@ -158,6 +157,8 @@ async def record_ratings(
                 await rounds.supersede_waiting(conn, sample)
             else:
                 await rounds.release_waiting(conn)
+        # Last, for the same reason: concurrent ratings of one version queue on its row.
+        await repo.refresh_prompt_score(conn, experiment.prompt_version_id)
     # No connection is held while the ML service is asked: a hanging ML service must not
     # use up the pool for every other endpoint.
     delivered = await _deliver(ml, observations, policy.delivery_timeout)

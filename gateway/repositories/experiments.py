@@ -211,7 +211,12 @@ async def store_rate_response(conn: Conn, experiment_id: str, body: dict[str, An
 
 
 async def refresh_prompt_score(conn: Conn, prompt_version_id: int) -> None:
-    """``performance_score``: mean rating of the version's options; ``usage_count``: samples."""
+    """``performance_score``: mean rating of the version's options; ``usage_count``: samples.
+
+    The version's row is locked first, so the mean is read after any concurrent rating of the
+    same version has committed (an UPDATE alone would aggregate its own snapshot, which misses
+    the rating it waited for, and write a score without it)."""
+    await conn.execute("SELECT 1 FROM prompt_versions WHERE id = $1 FOR UPDATE", prompt_version_id)
     await conn.execute(
         """
         UPDATE prompt_versions v SET

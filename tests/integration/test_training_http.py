@@ -257,10 +257,21 @@ async def test_thirty_concurrent_ratings_open_exactly_three_evolution_rounds(
     client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any]
 ) -> None:
     bodies = [(await upload(client)).json() for _ in range(30)]
+    given = [(1 + i % 5, 1 + (i * 2) % 5) for i in range(30)]
     responses = await asyncio.gather(
-        *(client.post("/api/train/rate", json=ratings_for(b)) for b in bodies)
+        *(
+            client.post("/api/train/rate", json=ratings_for(b, a, o))
+            for b, (a, o) in zip(bodies, given, strict=True)
+        )
     )
     assert all(r.status_code == 200 for r in responses)
+    # the version's score counts every concurrent rating, none lost to another's snapshot
+    async with db_pool.acquire() as conn:
+        score = await conn.fetchrow(
+            "SELECT performance_score, usage_count FROM prompt_versions WHERE version = 'v1.0.0'"
+        )
+    assert score["usage_count"] == 30
+    assert score["performance_score"] == pytest.approx(sum(a + o for a, o in given) / 60)
     numbers = sorted(r.json()["sample_number"] for r in responses)
     assert numbers == list(range(1, 31))
     triggered = sorted(
