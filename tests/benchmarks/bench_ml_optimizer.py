@@ -595,6 +595,7 @@ async def main(quick: bool = False, efficiency_only: bool = False) -> None:
             # the optimizer itself, in this process (its model cache is what the latency figures
             # clear and warm); serving under load is `--only load`
             ml_gp_workers=0,
+            ml_image_workers=0,
         )
         app = create_app(settings)
         resources: Resources = app.state.resources
