@@ -152,10 +152,14 @@ class SuggestionWork:
         return max(n_obs - self.stale_observations, min(n_obs, self.optimizer.n_initial))
 
     def crowded(self, study: str, api: str) -> bool:
-        """Others already wait for this API's turn: a burst. Then a suggestion computed a few
-        observations ago (``stale_observations``) is handed out rather than waited for; one
-        caller at a time always gets one computed for today's data."""
-        return self.waiting(study, api) > 0
+        """A burst: others already wait for this API's turn, or its turn is taken while every
+        GP slot is busy (a fresh computation would queue behind other work). Then a suggestion
+        computed a few observations ago (``stale_observations``) is handed out rather than
+        waited for; one caller at a time, with a GP slot free, gets one for today's data."""
+        if self.waiting(study, api) > 0:
+            return True
+        lock = self._locks.get((study, api))
+        return lock is not None and lock.locked() and self.gp.saturated()
 
     def schedule_precompute(self, pool: asyncpg.Pool[Any], study: str, api: str) -> None:
         key = (study, api)

@@ -164,6 +164,10 @@ class GPWork:
             pool = self._pool()
             await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self.slots)))
 
+    def saturated(self) -> bool:
+        """Every slot is computing: work given now waits."""
+        return self.running >= self.slots
+
     def idle(self) -> bool:
         """A slot is free and nothing waits: work given now starts at once."""
         return self.queued == 0 and self.running < self.slots

@@ -551,7 +551,7 @@ async def test_count_asks_for_distinct_suggestions_per_api_in_one_batch(
 
 
 async def test_suggestions_a_few_observations_old_are_handed_out_only_in_a_burst(
-    ml_server: tuple[str, Starlette], db_pool: asyncpg.Pool[Any]
+    ml_server: tuple[str, Starlette], db_pool: asyncpg.Pool[Any], tmp_path: Path
 ) -> None:
     url, app = ml_server
     gp: GPWork = app.state.resources.gp
@@ -606,6 +606,30 @@ async def test_suggestions_a_few_observations_old_are_handed_out_only_in_a_burst
         assert alone.status_code == 200
         new = {k: v for k, v in (await issued_rows(db_pool, study)).items() if k not in known}
         assert list(new.values()) == [7]
+        await app.state.resources.work.drain()
+
+        # every GP slot busy with other work: a lone caller too takes an older one at once
+        # rather than queue behind it
+        release = tmp_path / "release"
+        blocker = asyncio.create_task(gp.run(wait_for_file, str(release)))
+        try:
+            await until(lambda: gp.running == 1)
+            async with db_pool.acquire() as conn:
+                await conn.execute(
+                    "DELETE FROM ml.suggestions WHERE study = $1 AND issued_at IS NULL"
+                    " AND n_observations = 7",
+                    study,
+                )
+            known = await issued_rows(db_pool, study)
+            lone = await http.post(
+                "/ml/suggest_parameters", json={"study": study, "apis": ["leonardo"]}
+            )
+            assert lone.status_code == 200 and not blocker.done()
+            new = {k: v for k, v in (await issued_rows(db_pool, study)).items() if k not in known}
+            assert list(new.values()) == [6]
+        finally:
+            release.touch()
+            await blocker
         await app.state.resources.work.drain()
 
         # a burst: callers behind the first take the older ones instead of waiting for
