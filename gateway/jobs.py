@@ -131,7 +131,9 @@ def build_worker(
             "ml update delivered by the worker", extra={"job_id": job.id, "attempts": job.attempts}
         )
 
-    @manager.entrypoint(ML_FEATURES, executor_factory=retrying)
+    # One at a time: reading and downscaling images is CPU work that nobody waits for, and a
+    # burst of ratings must not find the cores taken by their own images.
+    @manager.entrypoint(ML_FEATURES, concurrency_limit=1, executor_factory=retrying)
     async def deliver_ml_features(job: Job) -> None:
         assert job.payload is not None
         if pictures is None:
