@@ -79,17 +79,31 @@ async def insert_token(
     return int(token_id)
 
 
+LAST_USED_EVERY_SECONDS = 60.0  # a token's last_used_at is written at most this often
+
+
 async def find_user_by_token_hash(conn: Conn, token_hash: bytes) -> User | None:
-    """The active user holding an unrevoked token with this hash; marks the token used."""
+    """The active user holding an unrevoked token with this hash; marks the token used (to the
+    minute: a request that finds it marked within the last minute writes nothing, so every
+    authenticated request is not also a write and a WAL flush)."""
     row = await conn.fetchrow(
         """
-        UPDATE api_tokens t SET last_used_at = now()
-        FROM users u
-        WHERE t.token_hash = $1 AND t.revoked_at IS NULL
-          AND u.id = t.user_id AND u.disabled_at IS NULL
-        RETURNING u.id, u.name, u.role, u.created_at, u.disabled_at
+        WITH found AS (
+            SELECT t.id AS token_id, t.last_used_at, u.id, u.name, u.role, u.created_at,
+                   u.disabled_at
+            FROM api_tokens t JOIN users u ON u.id = t.user_id
+            WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL
+        ), touched AS (
+            UPDATE api_tokens SET last_used_at = now()
+            WHERE id IN (
+                SELECT token_id FROM found
+                WHERE last_used_at IS NULL
+                   OR last_used_at < now() - make_interval(secs => $2))
+        )
+        SELECT id, name, role, created_at, disabled_at FROM found
         """,
         token_hash,
+        LAST_USED_EVERY_SECONDS,
     )
     return _user(row) if row else None
 

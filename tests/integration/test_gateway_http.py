@@ -137,6 +137,28 @@ async def test_revoked_token_is_refused(
     assert_error_shape(await gateway.get("/api/me", headers=headers), 401)
 
 
+async def test_a_token_is_marked_used_at_most_once_a_minute(
+    gateway: httpx.AsyncClient, db_pool: asyncpg.Pool[Any], trainer_token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {trainer_token}"}
+
+    async def last_used() -> Any:
+        async with db_pool.acquire() as conn:
+            return await conn.fetchval("SELECT last_used_at FROM api_tokens")
+
+    assert await last_used() is None
+    assert (await gateway.get("/api/me", headers=headers)).status_code == 200
+    first = await last_used()
+    assert first is not None
+    assert (await gateway.get("/api/me", headers=headers)).status_code == 200
+    assert await last_used() == first  # within the minute: read, not written again
+    async with db_pool.acquire() as conn:
+        await conn.execute("UPDATE api_tokens SET last_used_at = now() - interval '2 minutes'")
+    older = await last_used()
+    assert (await gateway.get("/api/me", headers=headers)).status_code == 200
+    assert await last_used() > older
+
+
 async def test_admin_route_refuses_trainer_with_403(
     gateway: httpx.AsyncClient, trainer_token: str, admin_token: str
 ) -> None:
