@@ -62,11 +62,13 @@ class SuggestionWork:
         pending_ttl_seconds: float,
         *,
         stale_observations: int = 20,
+        patience: float = 0.5,
     ) -> None:
         self.optimizer = optimizer
         self.gp = gp
         self.pending_ttl_seconds = pending_ttl_seconds
         self.stale_observations = stale_observations
+        self.patience = patience  # seconds a caller waits for today's before taking an older one
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], int] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -127,6 +129,23 @@ class SuggestionWork:
             yield
         finally:
             lock.release()
+
+    async def turn_free_within(self, study: str, api: str, seconds: float) -> bool:
+        """Whether this API's turn is (or within ``seconds`` becomes) free; the wait counts as
+        waiting for it."""
+        key = (study, api)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        if not lock.locked():
+            return True
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            await asyncio.wait_for(lock.acquire(), seconds)
+        except TimeoutError:
+            return False
+        finally:
+            self._waiting[key] -= 1
+        lock.release()
+        return True
 
     def waiting(self, study: str, api: str) -> int:
         return self._waiting.get((study, api), 0)
@@ -299,9 +318,11 @@ async def suggest_for(
     deadline: float | None = None,
 ) -> list[Suggestion]:
     """``count`` distinct suggestions for ``api``: precomputed ones when there are (in a burst,
-    without waiting for the API's turn), else computed in one batch with everyone waiting."""
+    or when the API's turn is still taken after ``patience``, without waiting for it), else
+    computed in one batch with everyone waiting."""
     got: list[Suggestion] = []
-    if work.crowded(study, api):
+    if work.crowded(study, api) or not await work.turn_free_within(study, api, work.patience):
+        # a burst, or the turn still taken after ``patience``: one a few observations old
         _, got = await _claim(pool, work, study, api, count, stale_ok=True)
         if len(got) == count:
             work.note_issued(study, api, count)

@@ -58,6 +58,7 @@ class Resources:
             self.gp,
             settings.ml_pending_ttl_seconds,
             stale_observations=settings.ml_stale_suggestion_observations,
+            patience=settings.ml_suggest_patience_seconds,
         )
         self._pool: asyncpg.Pool[Any] | None = None
         self._lock: asyncio.Lock | None = None

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # under load (others wait for the same API, or GP work is queued), a suggestion computed
     # when the API had at most this many fewer observations is handed out rather than waited for
     ml_stale_suggestion_observations: int = Field(default=20, ge=0)
+    # how long a suggest waits for a computation on today's data (another caller's, or the
+    # background one after an update) before it takes a ready one a few observations old
+    ml_suggest_patience_seconds: float = Field(default=0.5, ge=0)
     ml_large_study: int = Field(default=300, ge=10)
     # GP fits and acquisitions: 0 = inline (one at a time in a thread of the service), N = N
     # worker processes; unset = inline on Lambda, else one process per core (at most 4)

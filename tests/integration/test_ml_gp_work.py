@@ -632,6 +632,28 @@ async def test_suggestions_a_few_observations_old_are_handed_out_only_in_a_burst
             await blocker
         await app.state.resources.work.drain()
 
+        # the turn held by a computation for today's data: after ``patience`` a lone caller
+        # takes an older one rather than wait on
+        work = app.state.resources.work
+        work.patience = 0.2
+        async with db_pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM ml.suggestions WHERE study = $1 AND issued_at IS NULL"
+                " AND n_observations = 7",
+                study,
+            )
+        known = await issued_rows(db_pool, study)
+        async with work.turn(study, "leonardo", caller=False):
+            patient = await http.post(
+                "/ml/suggest_parameters",
+                json={"study": study, "apis": ["leonardo"]},
+                timeout=10,
+            )
+        assert patient.status_code == 200
+        new = {k: v for k, v in (await issued_rows(db_pool, study)).items() if k not in known}
+        assert list(new.values()) == [6]
+        await app.state.resources.work.drain()
+
         # a burst: callers behind the first take the older ones instead of waiting for
         # suggestions for today's data (none ready: the reserve just made is removed)
         known = await issued_rows(db_pool, study)
