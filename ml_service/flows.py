@@ -233,10 +233,13 @@ async def _compute_and_store(
         index = await store.next_sequence_index(conn, study, api)
     waiting = work.waiting(study, api)
     k = max(issue, min(MAX_BATCH, issue + waiting + work.reserve(study, api)))
-    # A crowd of callers (this one and others, or several behind a precomputation): every
-    # point by Thompson sampling, no acquisition optimisation to wait for. One caller at a
-    # time gets the acquisition's point first.
-    crowd = (1 if issue else 0) + waiting >= 2
+    # A crowd of callers (this one and others, or several behind a precomputation), or a
+    # caller whose computation must queue for a GP slot: every point by Thompson sampling, no
+    # acquisition optimisation to wait for. One caller at a time, with a slot free, gets the
+    # acquisition's point first.
+    crowd = (1 if issue else 0) + waiting >= 2 or (
+        issue > 0 and (work.gp.saturated() or work.gp.queued > 0)
+    )
     proposals, best = await work.gp.propose(
         study, api, observations, pending, index, k, thompson=crowd, deadline=deadline
     )
