@@ -203,10 +203,7 @@ async def test_health_answers_and_abandoned_suggestions_leave_nothing_behind(
     async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as http:
         await seed(http, "gone", 6)
         await app.state.resources.work.drain()
-        async with db_pool.acquire() as conn:  # nothing ready: the next one needs the GP
-            await conn.execute(
-                "DELETE FROM ml.suggestions WHERE study = 'gone' AND issued_at IS NULL"
-            )
+        await drop_ready(db_pool, "gone")  # nothing ready: the next one needs the GP
         blocker = asyncio.create_task(gp.run(wait_for_file, str(release)))
         try:
             await until(lambda: gp.running == 1)
@@ -254,10 +251,7 @@ async def test_a_full_queue_answers_503_and_the_gateway_trains_with_its_fallback
         # the precomputed suggestion is claimed first; the one after must queue, and cannot
         first = await http.post("/ml/suggest_parameters", json={"apis": ["leonardo"]})
         assert first.status_code == 200
-        async with db_pool.acquire() as conn:  # the reserve used up: the next ones need the GP
-            await conn.execute(
-                "DELETE FROM ml.suggestions WHERE study = 'default' AND issued_at IS NULL"
-            )
+        await drop_ready(db_pool, "default")  # the reserve used up: the next ones need the GP
 
         busy = await http.post("/ml/suggest_parameters", json={"apis": ["leonardo"]})
         assert busy.status_code == 503
@@ -492,6 +486,18 @@ async def test_a_killed_service_leaves_no_gp_worker_behind(tmp_path: Path) -> No
     assert not running(worker), "the GP worker outlived its service"
 
 
+async def drop_ready(pool: asyncpg.Pool[Any], study: str, computed_with: int | None = None) -> None:
+    """Remove the study's precomputed, unissued suggestions (those computed with
+    ``computed_with`` observations only): as if none were ready."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM ml.suggestions WHERE study = $1 AND issued_at IS NULL"
+            " AND ($2::int IS NULL OR n_observations = $2)",
+            study,
+            computed_with,
+        )
+
+
 async def issued_rows(pool: asyncpg.Pool[Any], study: str) -> dict[str, int]:
     """suggestion id -> the observation count it was computed for, of the issued ones."""
     async with pool.acquire() as conn:
@@ -590,13 +596,9 @@ async def test_suggestions_a_few_observations_old_are_handed_out_only_in_a_burst
                 " AND issued_at IS NULL AND n_observations = 6",
                 study,
             )
-            # as if the precomputation for today's data had not finished yet
-            await conn.execute(
-                "DELETE FROM ml.suggestions WHERE study = $1 AND issued_at IS NULL"
-                " AND n_observations = 7",
-                study,
-            )
         assert older > 0  # kept for a burst
+        # as if the precomputation for today's data had not finished yet
+        await drop_ready(db_pool, study, computed_with=7)
 
         # one caller at a time: computed for today's data, although older ones are ready
         known = await issued_rows(db_pool, study)
@@ -614,12 +616,7 @@ async def test_suggestions_a_few_observations_old_are_handed_out_only_in_a_burst
         blocker = asyncio.create_task(gp.run(wait_for_file, str(release)))
         try:
             await until(lambda: gp.running == 1)
-            async with db_pool.acquire() as conn:
-                await conn.execute(
-                    "DELETE FROM ml.suggestions WHERE study = $1 AND issued_at IS NULL"
-                    " AND n_observations = 7",
-                    study,
-                )
+            await drop_ready(db_pool, study, computed_with=7)
             known = await issued_rows(db_pool, study)
             lone = await http.post(
                 "/ml/suggest_parameters", json={"study": study, "apis": ["leonardo"]}
@@ -636,12 +633,7 @@ async def test_suggestions_a_few_observations_old_are_handed_out_only_in_a_burst
         # takes an older one rather than wait on
         work = app.state.resources.work
         work.patience = 0.2
-        async with db_pool.acquire() as conn:
-            await conn.execute(
-                "DELETE FROM ml.suggestions WHERE study = $1 AND issued_at IS NULL"
-                " AND n_observations = 7",
-                study,
-            )
+        await drop_ready(db_pool, study, computed_with=7)
         known = await issued_rows(db_pool, study)
         async with work.turn(study, "leonardo", caller=False):
             patient = await http.post(
@@ -657,12 +649,7 @@ async def test_suggestions_a_few_observations_old_are_handed_out_only_in_a_burst
         # a burst: callers behind the first take the older ones instead of waiting for
         # suggestions for today's data (none ready: the reserve just made is removed)
         known = await issued_rows(db_pool, study)
-        async with db_pool.acquire() as conn:
-            await conn.execute(
-                "DELETE FROM ml.suggestions WHERE study = $1"
-                " AND issued_at IS NULL AND n_observations = 7",
-                study,
-            )
+        await drop_ready(db_pool, study, computed_with=7)
         burst = await asyncio.gather(
             *(
                 http.post("/ml/suggest_parameters", json={"study": study, "apis": ["leonardo"]})
