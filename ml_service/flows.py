@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 import secrets
 import time
 from collections import deque
@@ -35,6 +36,7 @@ def new_suggestion_id() -> str:
 
 MAX_BATCH = MAX_SUGGESTIONS_PER_API  # suggestions one computation makes for waiting callers
 DEMAND_WINDOW = 60.0  # seconds of handed-out suggestions that size the reserve
+TURN_POLL = 0.02  # seconds between looks at a taken turn, for a caller with some patience
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,9 @@ class SuggestionWork:
         return self._best.get((study, api))
 
     def forget(self, study: str) -> None:
-        for key in [k for k in self._best if k[0] == study]:
-            del self._best[key]
+        for known in (self._best, self._issued):
+            for key in [k for k in known if k[0] == study]:
+                del known[key]
 
     def schedule_best_refresh(
         self, study: str, api: str, observations: list[tuple[dict[str, Any], int]]
@@ -137,33 +140,36 @@ class SuggestionWork:
         lock = self._locks.setdefault(key, asyncio.Lock())
         if not lock.locked():
             return True
+        # Polled rather than wait_for(lock.acquire()): on Python 3.11 a timeout that races the
+        # acquisition can leave the lock taken by nobody.
         self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
-            await asyncio.wait_for(lock.acquire(), seconds)
-        except TimeoutError:
-            return False
+            for _ in range(max(1, math.ceil(seconds / TURN_POLL))):
+                if not lock.locked():
+                    return True
+                await asyncio.sleep(TURN_POLL)
+            return not lock.locked()
         finally:
             self._waiting[key] -= 1
-        lock.release()
-        return True
 
     def waiting(self, study: str, api: str) -> int:
         return self._waiting.get((study, api), 0)
 
-    def note_issued(self, study: str, api: str, n: int) -> None:
+    def _recent(self, study: str, api: str) -> deque[float]:
+        """When this process handed out suggestions for the API in the last DEMAND_WINDOW."""
         handed = self._issued.setdefault((study, api), deque())
-        handed.extend([time.monotonic()] * n)
+        while handed and handed[0] < time.monotonic() - DEMAND_WINDOW:
+            handed.popleft()
+        return handed
+
+    def note_issued(self, study: str, api: str, n: int) -> None:
+        self._recent(study, api).extend([time.monotonic()] * n)
 
     def reserve(self, study: str, api: str) -> int:
         """How many suggestions a computation leaves ready for the callers to come: as many as
         this process handed out for the API in the last ``DEMAND_WINDOW`` seconds (at least
         one, at most ``MAX_BATCH``), so a burst finds most of its answers computed."""
-        handed = self._issued.get((study, api))
-        if handed is None:
-            return 1
-        while handed and handed[0] < time.monotonic() - DEMAND_WINDOW:
-            handed.popleft()
-        return max(1, min(MAX_BATCH, len(handed)))
+        return max(1, min(MAX_BATCH, len(self._recent(study, api))))
 
     def oldest_claimable(self, n_obs: int) -> int:
         """In a burst: the fewest observations a handed-out suggestion may have been computed
