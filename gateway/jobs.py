@@ -142,8 +142,21 @@ def build_worker(
         body = json.loads(job.payload)
         observations = [ObservationIn.model_validate(o) for o in body["observations"]]
         with_images = await pictures.attach(body["experiment_id"], observations)
-        if with_images:
+        if not with_images:
+            return
+        try:
             await ml.update(with_images, timeout=DELIVERY_TIMEOUT)
+        except UpstreamError as exc:
+            status = (exc.details or {}).get("status")
+            if isinstance(status, int) and 400 <= status < 500 and status != 429:
+                # refused for good (an image it cannot read, a conflict): no retry helps
+                log.warning(
+                    "image features refused by the ML service: %s",
+                    exc.message,
+                    extra={"experiment": body["experiment_id"], "status": status},
+                )
+                return
+            raise
 
     def reward_retries(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
         return DatabaseRetryEntrypointExecutor(

@@ -21,6 +21,7 @@ from ml_service.app import create_app as create_ml
 from shared.db.pool import connect
 from shared.settings import Settings
 from shared.storage.factory import open_object_store
+from shared.wire.ml import ObservationIn
 from tests.images import interior
 from tests.servers import free_port, gateway_client, serve
 
@@ -142,8 +143,12 @@ async def drain_with_pictures(settings: Settings, pool: asyncpg.Pool[Any], ml_ur
                 base_url=ml_url, headers={"Authorization": f"Bearer {settings.ml_service_token}"}
             ) as http,
         ):
-            await jobs.run_worker(
-                conn, HttpMLClient(http), pictures=Pictures(pool, store), drain=True
+            # a job left to retry would hold a drain: fail rather than hang
+            await asyncio.wait_for(
+                jobs.run_worker(
+                    conn, HttpMLClient(http), pictures=Pictures(pool, store), drain=True
+                ),
+                timeout=120,
             )
     finally:
         await conn.close()
@@ -182,6 +187,25 @@ async def test_rating_teaches_the_ml_service_and_counts_a_sample(
     # the images went along (downscaled): the ML service keeps their features for phase 2
     assert [g["group_id"] for g in groups] == [body["experiment_id"]] * 2
     assert left == {}
+
+    # images the ML service refuses for good (here: with ratings that conflict with the
+    # recorded ones, a 409) are dropped, not retried for days
+    async with db_pool.acquire() as conn:
+        observations = [
+            ObservationIn(
+                observation_id=r["observation_id"],
+                api=r["api"],
+                parameters=r["parameters"],
+                rating=1 if r["rating"] != 1 else 2,
+            )
+            for r in await conn.fetch(
+                "SELECT observation_id, api, parameters, rating FROM ml.observations"
+            )
+        ]
+        await jobs.enqueue_ml_features(conn, body["experiment_id"], observations)
+    await drain_with_pictures(settings, db_pool, ml_url)
+    async with db_pool.acquire() as conn:
+        assert await jobs.queued_by_entrypoint(conn) == {}
     assert (score["performance_score"], score["usage_count"]) == (3.5, 1)
     status = (await client.get("/api/train/status")).json()
     assert status["samples_collected"] == 1
