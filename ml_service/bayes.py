@@ -140,7 +140,6 @@ class BayesianOptimizer:
     ) -> Proposal:
         """The next parameters for ``api``: Sobol first, then GP + log-EI given ``pending``."""
         space = self._spaces[api]
-        ratings = torch.tensor([float(r) for _, r in observations], dtype=core.DTYPE)
         explore = core.round_integers(
             core.sobol_point(space.bounds, sequence_index, _seed(study, api)),
             space.integer_dims,
@@ -148,7 +147,7 @@ class BayesianOptimizer:
         )
         if len(observations) < self.n_initial:
             return Proposal(space.to_parameters(explore), "sobol")
-        if core.is_flat(ratings):
+        if not self.uses_gp(observations):
             return Proposal(space.to_parameters(explore), "explore")
         pending_x = space.to_tensor(pending) if pending else None
         with _GP_LOCK:
@@ -167,6 +166,12 @@ class BayesianOptimizer:
             # Distinct parameters for concurrent trainers even when EI has one sharp peak.
             return Proposal(space.to_parameters(explore), "explore", fit_seconds, seconds)
         return Proposal(space.to_parameters(x), "gp", fit_seconds, seconds)
+
+    def uses_gp(self, observations: Sequence[tuple[dict[str, Any], int]]) -> bool:
+        """Whether suggestions come from the GP: past the Sobol start, and the ratings differ
+        (while they are all equal the GP has nothing to learn)."""
+        ratings = torch.tensor([float(r) for _, r in observations], dtype=core.DTYPE)
+        return len(observations) >= self.n_initial and not core.is_flat(ratings)
 
     def explore(self, study: str, api: str, sequence_index: int) -> dict[str, float | int]:
         """The Sobol point of ``sequence_index``: where a suggestion goes when the model's
@@ -204,8 +209,7 @@ class BayesianOptimizer:
         acquisition optimisation: what a crowd of waiting callers gets, at a tenth of the
         cost)."""
         space = self._spaces[api]
-        ratings = torch.tensor([float(r) for _, r in observations], dtype=core.DTYPE)
-        modelled = len(observations) >= self.n_initial and not core.is_flat(ratings)
+        modelled = self.uses_gp(observations)
         out: list[Proposal] = []
         if not (thompson and modelled):
             out.append(self.propose(study, api, observations, pending, sequence_index))

@@ -25,6 +25,7 @@ from ml_service.gp_work import GPWork
 from ml_service.image_work import Failure, ImageWork, Item
 from ml_service.telemetry import record_timings
 from ml_service.validation import check_api, check_observation
+from shared.db.pool import Conn
 from shared.wire.ml import MAX_SUGGESTIONS_PER_API, BestForApi, ObservationIn, Suggestion
 
 log = logging.getLogger("latina.ml")
@@ -281,6 +282,14 @@ def _wire(stored: store.StoredSuggestion) -> Suggestion:
     )
 
 
+async def _lock_and_count(conn: Conn, study: str, api: str) -> int:
+    """In a transaction: the study exists, (study, api) is locked across processes until
+    commit, and how many observations the API has."""
+    await store.ensure_study(conn, study)
+    await store.lock_api(conn, study, api)
+    return (await store.count_observations(conn, study)).get(api, 0)
+
+
 async def _claim(
     pool: asyncpg.Pool[Any],
     work: SuggestionWork,
@@ -295,9 +304,7 @@ async def _claim(
     older, freshest first. One that would repeat a pending suggestion (computed before it was
     issued) is dropped."""
     async with pool.acquire() as conn, conn.transaction():
-        await store.ensure_study(conn, study)
-        await store.lock_api(conn, study, api)
-        n_obs = (await store.count_observations(conn, study)).get(api, 0)
+        n_obs = await _lock_and_count(conn, study, api)
         oldest = work.oldest_claimable(n_obs) if stale_ok else n_obs
         found = await store.unissued(conn, study, api, oldest, limit=count + 4)
         if not found:
@@ -394,9 +401,7 @@ async def precompute(pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, 
     precomputed ones too old to be handed out even in a burst."""
     async with work.turn(study, api, caller=False):
         async with pool.acquire() as conn, conn.transaction():
-            await store.ensure_study(conn, study)
-            await store.lock_api(conn, study, api)
-            n_obs = (await store.count_observations(conn, study)).get(api, 0)
+            n_obs = await _lock_and_count(conn, study, api)
             await store.discard_precomputed_before(conn, study, api, work.oldest_claimable(n_obs))
             if await store.has_precomputed(conn, study, api, n_obs):
                 return False
