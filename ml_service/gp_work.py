@@ -66,14 +66,36 @@ class OptimizerConfig:
 _WORKER_OPTIMIZER: BayesianOptimizer | None = None
 
 
+def background_worker() -> None:
+    """In a worker process of the service (GP or image work): a lower CPU priority, and an end
+    when the service is gone."""
+    with contextlib.suppress(AttributeError, OSError):  # else: the default priority
+        os.nice(WORKER_NICE)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+
+
+def spawn_pool(
+    workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = ()
+) -> ProcessPoolExecutor:
+    # spawn: a forked copy of a process that has run torch threads can deadlock
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=initializer,
+        initargs=initargs,
+    )
+
+
+async def shut_down(executor: Executor | None) -> None:
+    if executor is not None:
+        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+
 def _start_worker(config: OptimizerConfig) -> None:
     global _WORKER_OPTIMIZER
     torch.set_num_threads(1)
-    with contextlib.suppress(AttributeError, OSError):  # else: the default priority
-        os.nice(WORKER_NICE)
+    background_worker()
     _WORKER_OPTIMIZER = config.build()
-    parent = os.getppid()
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
 def _exit_with(parent: int) -> None:
@@ -108,7 +130,8 @@ def _consume(task: asyncio.Future[Any]) -> None:
 
 
 def default_workers(configured: int | None, on_lambda: bool) -> int:
-    """``ML_GP_WORKERS`` unset: inline on Lambda, else one process per core (at most 4)."""
+    """``ML_GP_WORKERS`` (or ``ML_IMAGE_WORKERS``) unset: inline on Lambda, else one process
+    per core (at most 4)."""
     if configured is not None:
         return configured
     return 0 if on_lambda else max(1, min(4, os.cpu_count() or 1))
@@ -147,13 +170,7 @@ class GPWork:
 
     def _pool(self) -> Executor:
         if self._executor is None:
-            # spawn: a forked copy of a process that has run torch threads can deadlock
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.slots,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(self._config,),
-            )
+            self._executor = spawn_pool(self.slots, _start_worker, (self._config,))
         return self._executor
 
     async def start(self) -> None:
@@ -268,6 +285,5 @@ class GPWork:
             free.release()
 
     async def close(self) -> None:
-        if self._executor is not None:
-            executor, self._executor = self._executor, None
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        executor, self._executor = self._executor, None
+        await shut_down(executor)

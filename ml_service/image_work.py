@@ -12,18 +12,15 @@ original, prepared once per share). On Lambda (``ML_IMAGE_WORKERS=0``) it runs i
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import multiprocessing
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from PIL import Image
 
 from ml_service import feature_extraction as fx
-from ml_service.gp_work import WORKER_NICE, _exit_with
+from ml_service.gp_work import background_worker, shut_down, spawn_pool
 from shared.errors import InvalidInput, LatinaError
 
 
@@ -61,22 +58,8 @@ def features_of(items: Sequence[Item]) -> list[fx.F32 | Failure]:
     return out
 
 
-def _start_worker() -> None:
-    with contextlib.suppress(AttributeError, OSError):  # else: the default priority
-        os.nice(WORKER_NICE)
-    parent = os.getppid()
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
-
-
 def _ready() -> int:
     return os.getpid()
-
-
-def default_image_workers(configured: int | None, on_lambda: bool) -> int:
-    """``ML_IMAGE_WORKERS`` unset: inline on Lambda, else one process per core (at most 4)."""
-    if configured is not None:
-        return configured
-    return 0 if on_lambda else max(1, min(4, os.cpu_count() or 1))
 
 
 class ImageWork:
@@ -87,11 +70,7 @@ class ImageWork:
 
     def _pool(self) -> Executor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-            )
+            self._executor = spawn_pool(self.workers, background_worker)
         return self._executor
 
     async def start(self) -> None:
@@ -119,6 +98,5 @@ class ImageWork:
         return [vector for share in done for vector in share]
 
     async def close(self) -> None:
-        if self._executor is not None:
-            executor, self._executor = self._executor, None
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        executor, self._executor = self._executor, None
+        await shut_down(executor)

@@ -17,7 +17,7 @@ import torch
 from ml_service.bayes import BayesianOptimizer
 from ml_service.flows import SuggestionWork
 from ml_service.gp_work import GPWork, OptimizerConfig, default_workers
-from ml_service.image_work import ImageWork, default_image_workers
+from ml_service.image_work import ImageWork
 from ml_service.optimizer import AcquisitionConfig
 from shared.db.pool import create_pool
 from shared.db.setup import database_dsn
@@ -48,7 +48,7 @@ class Resources:
             queue_limit=settings.ml_gp_queue_limit,
         )
         self.images = ImageWork(
-            default_image_workers(
+            default_workers(
                 settings.ml_image_workers,
                 on_lambda=settings.aws_lambda_function_name is not None,
             )
