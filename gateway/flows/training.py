@@ -108,13 +108,16 @@ def check_declared_type(actual: str, filename: str | None, declared: str | None)
         )
 
 
-async def _suggestions(deps: TrainingDeps) -> dict[str, Suggestion]:
+async def _suggestions(deps: TrainingDeps, count: dict[str, int] | None = None) -> list[Suggestion]:
+    """One suggestion per arm's API (``count[api]`` with ``count``), grouped by API; the
+    fallback's when the ML service cannot answer."""
     apis = [api for _, api in ARMS]
     try:
-        return {s.api: s for s in await deps.ml.suggest(apis)}
+        return await deps.ml.suggest(apis, count=count)
     except UpstreamError as exc:
         log.warning("ML service unavailable, using fallback parameters: %s", exc.message)
-        return {api: fallback_suggestion(deps.space, api) for api in apis}
+        wanted = count or dict.fromkeys(apis, 1)
+        return [fallback_suggestion(deps.space, api) for api in apis for _ in range(wanted[api])]
 
 
 async def _render(provider: ImageProvider, request: RenderRequest) -> RenderResult | LatinaError:
@@ -218,7 +221,7 @@ def _request(
 async def _ab_picks(
     deps: TrainingDeps, image: ValidatedImage, prompt: prompts.PromptVersion
 ) -> list[Pick]:
-    suggestions = await _suggestions(deps)
+    suggestions = {s.api: s for s in await _suggestions(deps)}
     seed = secrets.randbelow(2**31)
     results = await asyncio.gather(
         *(
@@ -247,14 +250,8 @@ async def _active_candidates(
         )
         for api in apis
     }
-    try:
-        # one batch per API: distinct points from one computation, not one round trip each
-        suggestions = await deps.ml.suggest(apis, count=per_api)
-    except UpstreamError as exc:
-        log.warning("ML service unavailable, using fallback parameters: %s", exc.message)
-        suggestions = [
-            fallback_suggestion(deps.space, api) for api in apis for _ in range(per_api[api])
-        ]
+    # one batch per API: distinct points from one computation, not one round trip each
+    suggestions = await _suggestions(deps, per_api)
     # the limit is each image API's (its rate limits): the two APIs render side by side
     gates = {api: asyncio.Semaphore(active.concurrency) for api in apis}
     seed = secrets.randbelow(2**31)
