@@ -4,14 +4,18 @@ They travel apart from the rating: the rating's transaction enqueues an ``ml_fea
 (``gateway.jobs``) and answers once the image-less update is delivered; the worker then reads the
 images, downscales them and sends the same observations again with their images, which the ML
 service takes as repeats that add features. Reading and downscaling three images is the
-slowest part of a rating, and nothing the trainer waits for needs it.
+slowest part of a rating, and nothing the trainer waits for needs it: the downscaling runs in a
+thread of its own at a lower CPU priority (``shared.priority``), so that a burst of ratings,
+uploads and page views is served first when the cores are short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +24,19 @@ import asyncpg
 from gateway.errors import LatinaError
 from gateway.images import downscaled_jpeg
 from gateway.repositories import experiments as repo
+from shared.priority import lower_thread_priority
 from shared.storage import ObjectStore
 from shared.wire.ml import ObservationIn
 
 log = logging.getLogger("latina.pictures")
+
+
+@functools.cache
+def background_thread() -> ThreadPoolExecutor:
+    """The process's one thread for downscaling images in the background, at low priority."""
+    return ThreadPoolExecutor(
+        1, thread_name_prefix="latina-pictures", initializer=lower_thread_priority
+    )
 
 
 @dataclass(frozen=True)
@@ -37,8 +50,10 @@ class Pictures:
         async with self.pool.acquire() as conn:
             keys = await repo.image_keys(conn, experiment_id)
         out: dict[str, str] = {}
+        loop = asyncio.get_running_loop()
         for name, (bucket, key) in keys.items():
-            small = await asyncio.to_thread(downscaled_jpeg, await self.store.get(bucket, key))
+            data = await self.store.get(bucket, key)
+            small = await loop.run_in_executor(background_thread(), downscaled_jpeg, data)
             out[name] = base64.b64encode(small).decode()
         return out if "original" in out else {}
 

@@ -6,7 +6,7 @@ queue to ``workers`` slots:
 - ``processes``: a pool of worker processes, one torch thread each, each with its own
   optimizer (its own fitted-model cache; botorch and gpytorch keep settings and RNG state per
   process, so processes cannot disturb each other). The event loop never runs GP code, and the
-  workers run at a lower CPU priority (``WORKER_NICE``): when the cores are short, serving
+  workers run at a lower CPU priority (``shared.priority``): when the cores are short, serving
   (both services' event loops, PostgreSQL) goes first and GP work takes what is left.
 - ``inline``: one slot running in a thread of this process (Lambda: one request per container,
   so there is nothing to share a pool with and no process start-up to pay).
@@ -22,7 +22,6 @@ once: the route answers ``503`` with ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import threading
@@ -38,11 +37,10 @@ import torch
 from ml_service.bayes import BayesianOptimizer, Best, Proposal
 from ml_service.errors import Busy, DeadlineExceeded
 from ml_service.optimizer import AcquisitionConfig
+from shared.priority import lower_process_priority
 from shared.search_space import load_search_space
 
 T = TypeVar("T")
-
-WORKER_NICE = 10  # added to a GP worker process's niceness (Linux: 0 is normal, 19 lowest)
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,7 @@ _WORKER_OPTIMIZER: BayesianOptimizer | None = None
 def background_worker() -> None:
     """In a worker process of the service (GP or image work): a lower CPU priority, and an end
     when the service is gone."""
-    with contextlib.suppress(AttributeError, OSError):  # else: the default priority
-        os.nice(WORKER_NICE)
+    lower_process_priority()
     threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
 
 

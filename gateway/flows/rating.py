@@ -139,14 +139,16 @@ async def record_ratings(
         )
         if send_images:  # the worker sends them (gateway.pictures): nobody waits for that
             await jobs.enqueue_ml_features(conn, experiment.id, observations)
-        # Numbering last: the counter row stays locked only for the rest of this
-        # transaction, so concurrent ratings queue on it as briefly as possible.
-        sample = await repo.next_sample_number(conn)
-        await repo.mark_rated(conn, experiment.id, sample, user.id)
         decided: int | None = None
         test_id = await ab_tests.test_of(conn, experiment.id)
         if test_id is not None and await ab_tests.decide_if_complete(conn, test_id):
             decided = test_id
+        # The rows every rating updates come last, one statement each: their locks are held
+        # until the commit, and concurrent ratings queue on them.
+        await repo.add_to_prompt_score(
+            conn, experiment.prompt_version_id, [given[o.option][0] for o in options]
+        )
+        sample = await repo.number_as_rated(conn, experiment.id, user.id)
         status = await rounds.on_sample(conn, sample, experiment.id, policy.evolution_every)
         if sample >= policy.phase_1_target and (
             (sample - policy.phase_1_target) % policy.reward_retrain_every == 0
@@ -157,8 +159,6 @@ async def record_ratings(
                 await rounds.supersede_waiting(conn, sample)
             else:
                 await rounds.release_waiting(conn)
-        # Last, for the same reason: concurrent ratings of one version queue on its row.
-        await repo.refresh_prompt_score(conn, experiment.prompt_version_id)
     # No connection is held while the ML service is asked: a hanging ML service must not
     # use up the pool for every other endpoint.
     delivered = await _deliver(ml, observations, policy.delivery_timeout)

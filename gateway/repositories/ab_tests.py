@@ -117,13 +117,14 @@ async def test_of(conn: Conn, experiment_id: str) -> int | None:
 
 
 async def _rated(conn: Conn, ab_test_id: int) -> dict[str, dict[str, list[int]]]:
-    """arm -> experiment id -> the ratings of its options, for rated slot experiments."""
+    """arm -> experiment id -> the ratings of its options, for rated slot experiments (ratings
+    are written only by the transaction that numbers their sample, so those of the rating in
+    progress count before its number is drawn)."""
     rows = await conn.fetch(
         """
         SELECT s.arm, s.experiment_id, r.rating
         FROM ab_slots s
-        JOIN experiments e ON e.id = s.experiment_id AND e.sample_number IS NOT NULL
-        JOIN enhancement_ratings r ON r.experiment_id = e.id
+        JOIN enhancement_ratings r ON r.experiment_id = s.experiment_id
         WHERE s.ab_test_id = $1
         ORDER BY s.slot, r.option
         """,

@@ -158,10 +158,21 @@ async def ratings_of(conn: Conn, experiment_id: str) -> dict[str, tuple[int, str
     return {r["option"]: (r["rating"], r["comments"]) for r in rows}
 
 
-async def next_sample_number(conn: Conn) -> int:
-    """The counter row's lock makes this 1, 2, 3 ... exactly once each (until rollback)."""
+async def number_as_rated(conn: Conn, experiment_id: str, user_id: int) -> int:
+    """Give the experiment the next sample number and mark it rated, in one statement.
+
+    The counter row's lock makes the numbers 1, 2, 3 ... exactly once each (until rollback); it
+    is held until the transaction ends, so concurrent ratings queue on it.
+    """
     value = await conn.fetchval(
-        "UPDATE training_counters SET samples = samples + 1 WHERE id RETURNING samples"
+        """
+        WITH n AS (UPDATE training_counters SET samples = samples + 1 WHERE id RETURNING samples)
+        UPDATE experiments e SET sample_number = n.samples, rated_at = now(), rated_by = $2
+        FROM n WHERE e.id = $1
+        RETURNING n.samples
+        """,
+        experiment_id,
+        user_id,
     )
     return int(value)
 
@@ -195,39 +206,28 @@ async def insert_rating(
     )
 
 
-async def mark_rated(conn: Conn, experiment_id: str, sample_number: int, user_id: int) -> None:
-    await conn.execute(
-        "UPDATE experiments SET sample_number = $2, rated_at = now(), rated_by = $3 WHERE id = $1",
-        experiment_id,
-        sample_number,
-        user_id,
-    )
-
-
 async def store_rate_response(conn: Conn, experiment_id: str, body: dict[str, Any]) -> None:
     await conn.execute(
         "UPDATE experiments SET rate_response = $2 WHERE id = $1", experiment_id, body
     )
 
 
-async def refresh_prompt_score(conn: Conn, prompt_version_id: int) -> None:
-    """``performance_score``: mean rating of the version's options; ``usage_count``: samples.
-
-    The version's row is locked first, so the mean is read after any concurrent rating of the
-    same version has committed (an UPDATE alone would aggregate its own snapshot, which misses
-    the rating it waited for, and write a score without it)."""
-    await conn.execute("SELECT 1 FROM prompt_versions WHERE id = $1 FOR UPDATE", prompt_version_id)
+async def add_to_prompt_score(conn: Conn, prompt_version_id: int, ratings: list[int]) -> None:
+    """Count one rated sample of the version: ``performance_score`` is the mean rating of its
+    options, ``usage_count`` its samples. Running sums in one UPDATE: the row's lock orders
+    concurrent ratings of the version, and each adds to the sums the last one left."""
     await conn.execute(
         """
-        UPDATE prompt_versions v SET
-            performance_score = s.mean, usage_count = s.samples
-        FROM (SELECT avg(p.rating)::float8 AS mean,
-                     count(DISTINCT p.experiment_id)::int AS samples
-              FROM parameter_experiments p
-              WHERE p.prompt_version_id = $1 AND p.rating IS NOT NULL) s
-        WHERE v.id = $1
+        UPDATE prompt_versions SET
+            rating_sum = rating_sum + $2,
+            rating_count = rating_count + $3,
+            usage_count = usage_count + 1,
+            performance_score = (rating_sum + $2)::float8 / (rating_count + $3)
+        WHERE id = $1
         """,
         prompt_version_id,
+        sum(ratings),
+        len(ratings),
     )
 
 

@@ -154,3 +154,81 @@ async def test_schema_enforces_ratings_options_and_uniqueness(
             "SELECT parameters FROM parameter_experiments WHERE option = 'A'"
         )
         assert params == {"guidance_scale": 7.0}
+
+
+async def test_prompt_score_sums_are_backfilled_from_the_ratings_already_stored(
+    pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    """A database rated before the running sums existed gets them from its ratings."""
+    from shared.db.migrations import GATEWAY_MIGRATIONS
+    from tests import pg
+
+    folder = tmp_path / "gateway"
+    folder.mkdir()
+    later = sorted(GATEWAY_MIGRATIONS.glob("*.sql"))
+    sums = next(f for f in later if f.name.endswith("_prompt_score_sums.sql"))
+    for f in later[: later.index(sums)]:
+        (folder / f.name).write_text(f.read_text())
+    name = f"latina_sums_{tmp_path.name[-8:].lower()}".replace("-", "_")
+    admin = await asyncpg.connect(pg_admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    try:
+        conn = await connect(pg.with_database(pg_admin_dsn, name))
+        try:
+            await apply_migrations(conn, {"gateway": folder})
+            versions = [
+                await conn.fetchval(
+                    "INSERT INTO prompt_versions (version, prompt, negative_prompt, origin)"
+                    " VALUES ($1, 'p', 'n', 'manual') RETURNING id",
+                    v,
+                )
+                for v in ("v1.0.0", "v2.0.0", "v3.0.0")
+            ]
+
+            async def image(key: str) -> int:
+                return int(
+                    await conn.fetchval(
+                        "INSERT INTO images (project_id, image_type, s3_bucket, s3_key,"
+                        " content_type, byte_size, width, height) VALUES ('p', 'original', 'b',"
+                        " $1, 'image/png', 1, 1, 1) RETURNING id",
+                        key,
+                    )
+                )
+
+            rated = {versions[0]: [[4, 2], [5, 5]], versions[1]: [[1, None]]}
+            for n, (version, experiments) in enumerate(rated.items()):
+                for m, ratings in enumerate(experiments):
+                    experiment = f"exp_{n}{m}abcdefghij"
+                    await conn.execute(
+                        "INSERT INTO experiments (id, project_id, mode, original_image_id,"
+                        " prompt_version_id) VALUES ($1, 'p', 'ab', $2, $3)",
+                        experiment,
+                        await image(experiment),
+                        version,
+                    )
+                    for option, rating in zip("AB", ratings, strict=True):
+                        await conn.execute(
+                            "INSERT INTO parameter_experiments (experiment_id, image_id, option,"
+                            " api, provider, prompt_version_id, parameters, rating) VALUES"
+                            " ($1, $2, $3, 'leonardo', 'local', $4, '{}', $5)",
+                            experiment,
+                            await image(f"{experiment}/{option}"),
+                            option,
+                            version,
+                            rating,
+                        )
+            (folder / sums.name).write_text(sums.read_text())
+            report = await apply_migrations(conn, {"gateway": folder})
+            got = {
+                r["id"]: (r["rating_sum"], r["rating_count"])
+                for r in await conn.fetch(
+                    "SELECT id, rating_sum, rating_count FROM prompt_versions"
+                )
+            }
+        finally:
+            await conn.close()
+    finally:
+        await pg.drop_database(pg_admin_dsn, name)
+    assert report.applied == [f"gateway/{sums.name}"]
+    assert got == {versions[0]: (16, 4), versions[1]: (1, 1), versions[2]: (0, 0)}

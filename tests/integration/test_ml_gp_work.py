@@ -22,8 +22,9 @@ from starlette.applications import Starlette
 from ml_service.app import create_app
 from ml_service.errors import Busy, DeadlineExceeded
 from ml_service.feature_extraction import extract_bytes
-from ml_service.gp_work import WORKER_NICE, GPWork, OptimizerConfig, _ready
+from ml_service.gp_work import GPWork, OptimizerConfig, _ready
 from ml_service.optimizer import AcquisitionConfig
+from shared.priority import BACKGROUND_NICE
 from shared.settings import Settings
 from tests.conftest import ML_TOKEN
 from tests.images import interior
@@ -379,7 +380,7 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
             assert worker != os.getpid()
             # serving goes first when the cores are short: the worker runs at a lower priority
             assert os.getpriority(os.PRIO_PROCESS, worker) == (
-                os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE
+                os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE
             )
             # image features in their own worker processes, as the service computes them here
             images = app.state.resources.images
@@ -388,7 +389,7 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
             )
             assert os.getpid() not in workers
             assert {os.getpriority(os.PRIO_PROCESS, w) for w in workers} == {
-                os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE
+                os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE
             }
             original, results = interior(320, 240), [interior(160, 120), interior(320, 240)]
             shown = [
@@ -440,7 +441,7 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
 
 KILLED_SERVICE = """
 import asyncio, os, sys
-from ml_service.gp_work import WORKER_NICE, GPWork, OptimizerConfig, _ready, _ready
+from ml_service.gp_work import GPWork, OptimizerConfig, _ready
 from ml_service.bayes import BayesianOptimizer
 from shared.search_space import load_search_space
 
