@@ -23,8 +23,8 @@ from gateway import jobs
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.auth import TokenBackend, on_auth_error
 from gateway.errors import STATUS_TABLE
-from gateway.evolution import rounds
-from gateway.pictures import Pictures
+from gateway.flows.evolution import EvolutionDeps, build_deps
+from gateway.flows.pictures import Pictures
 from gateway.providers.base import ImageProvider
 from gateway.providers.selection import build_providers
 from gateway.repositories import prompts
@@ -146,7 +146,7 @@ class Opened:
     state: GatewayState
     dsn: str
     ml: HttpMLClient
-    evolution: rounds.EvolutionDeps
+    evolution: EvolutionDeps
 
 
 async def open_gateway(
@@ -173,7 +173,7 @@ async def open_gateway(
     for client in (upstreams.ml, upstreams.leonardo, upstreams.replicate, upstreams.downloads):
         stack.push_async_callback(client.aclose)
     await _seed_prompts(pool)
-    evolution = rounds.build_deps(settings, pool, object_store)
+    evolution = build_deps(settings, pool, object_store)
     stack.push_async_callback(evolution.aclose)
     async with pool.acquire() as conn:
         await evolution.exporter.sync(conn)

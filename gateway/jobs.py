@@ -8,7 +8,7 @@ has it. Delivery is idempotent on the ML side (``observation_id``), so a race be
 immediate attempt and the worker can never count an observation twice.
 
 The images of a rating (``ML_SEND_IMAGES``) go by the worker only (``ml_features``, see
-``gateway.pictures``); reward-model training first waits for the features of the ratings
+``gateway.flows.pictures``); reward-model training first waits for the features of the ratings
 before it.
 """
 
@@ -27,8 +27,8 @@ from pgqueuer.types import QueueExecutionMode
 
 from gateway.adapters.ml_client import MLClient
 from gateway.errors import UpstreamError
-from gateway.evolution import rounds
-from gateway.pictures import Pictures
+from gateway.flows.evolution import EVOLUTION, EvolutionDeps, run_round
+from gateway.flows.pictures import Pictures
 from shared.wire.ml import ObservationIn
 
 log = logging.getLogger("latina.jobs")
@@ -104,7 +104,7 @@ async def pending_jobs(conn: asyncpg.Connection[Any] | Any, entrypoint: str) -> 
 def build_worker(
     conn: asyncpg.Connection[Any],
     ml: MLClient,
-    evolution: rounds.EvolutionDeps | None = None,
+    evolution: EvolutionDeps | None = None,
     *,
     pictures: Pictures | None = None,
     max_delay_seconds: float = 300.0,
@@ -196,10 +196,10 @@ def build_worker(
                 max_delay=timedelta(seconds=max_delay_seconds),
             )
 
-        @manager.entrypoint(rounds.EVOLUTION, executor_factory=few_retries)
+        @manager.entrypoint(EVOLUTION, executor_factory=few_retries)
         async def evolve_prompt(job: Job) -> None:
             assert job.payload is not None
-            await rounds.run_round(evolution, int(job.payload.decode()))
+            await run_round(evolution, int(job.payload.decode()))
 
     return manager
 
@@ -207,7 +207,7 @@ def build_worker(
 async def run_worker(
     conn: asyncpg.Connection[Any],
     ml: MLClient,
-    evolution: rounds.EvolutionDeps | None = None,
+    evolution: EvolutionDeps | None = None,
     *,
     pictures: Pictures | None = None,
     drain: bool = False,

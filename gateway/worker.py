@@ -22,8 +22,8 @@ from pgqueuer.types import QueueExecutionMode
 from gateway import jobs
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.app import ml_http_client
-from gateway.evolution import rounds
-from gateway.pictures import Pictures
+from gateway.flows.evolution import EvolutionDeps, build_deps
+from gateway.flows.pictures import Pictures
 from shared.db.pool import connect, create_pool
 from shared.db.setup import database_dsn
 from shared.settings import Settings
@@ -38,7 +38,7 @@ class WorkerDeps:
     dsn: str
     pool: asyncpg.Pool[Any]
     ml: HttpMLClient
-    evolution: rounds.EvolutionDeps
+    evolution: EvolutionDeps
     pictures: Pictures | None  # None: ML_SEND_IMAGES is off
 
 
@@ -70,7 +70,7 @@ async def open_worker(settings: Settings, stack: AsyncExitStack) -> WorkerDeps:
     store = await stack.enter_async_context(open_object_store(settings))
     http = ml_http_client(settings)
     stack.push_async_callback(http.aclose)
-    evolution = rounds.build_deps(settings, pool, store)
+    evolution = build_deps(settings, pool, store)
     stack.push_async_callback(evolution.aclose)
     pictures = Pictures(pool, store) if settings.ml_send_images else None
     return WorkerDeps(dsn, pool, HttpMLClient(http, study=settings.ml_study), evolution, pictures)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
+from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.errors import LatinaError, UpstreamError
 from gateway.flows.training import TrainingDeps, check_project
-from gateway.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.providers.base import RenderRequest, RenderResult
 from gateway.repositories import experiments as repo
 from gateway.repositories import prompts

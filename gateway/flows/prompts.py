@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
+from gateway.adapters.prompt_export import PromptExporter
 from gateway.errors import NotFound
-from gateway.evolution import rounds
-from gateway.evolution.export import PromptExporter
+from gateway.flows.evolution import release_waiting
 from gateway.repositories import ab_tests, prompts
 from gateway.repositories.users import User
 
@@ -73,7 +73,7 @@ async def promote(
             conn, note=f"cancelled: {user.name} promoted {version} by hand"
         )
         previous = await prompts.make_current(conn, row["id"])
-        await rounds.release_waiting(conn)
+        await release_waiting(conn)
     log.info(
         "prompt version promoted by hand",
         extra={"version": version, "previous": previous, "by": user.name},

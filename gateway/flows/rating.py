@@ -10,9 +10,9 @@ import asyncpg
 
 from gateway import jobs
 from gateway.adapters.ml_client import MLClient
+from gateway.adapters.prompt_export import PromptExporter
 from gateway.errors import Conflict, InvalidInput, NotFound, UpstreamError
-from gateway.evolution import rounds
-from gateway.evolution.export import PromptExporter
+from gateway.flows.evolution import WAITING, on_sample, release_waiting, supersede_waiting
 from gateway.repositories import ab_tests, evolution
 from gateway.repositories import experiments as repo
 from gateway.repositories.users import User
@@ -137,7 +137,7 @@ async def record_ratings(
         job_id = await jobs.enqueue_ml_update(
             conn, experiment.id, observations, delay_seconds=policy.retry_delay
         )
-        if send_images:  # the worker sends them (gateway.pictures): nobody waits for that
+        if send_images:  # the worker sends them (gateway.flows.pictures): nobody waits for that
             await jobs.enqueue_ml_features(conn, experiment.id, observations)
         decided: int | None = None
         test_id = await ab_tests.test_of(conn, experiment.id)
@@ -149,16 +149,16 @@ async def record_ratings(
             conn, experiment.prompt_version_id, [given[o.option][0] for o in options]
         )
         sample = await repo.number_as_rated(conn, experiment.id, user.id)
-        status = await rounds.on_sample(conn, sample, experiment.id, policy.evolution_every)
+        status = await on_sample(conn, sample, experiment.id, policy.evolution_every)
         if sample >= policy.phase_1_target and (
             (sample - policy.phase_1_target) % policy.reward_retrain_every == 0
         ):
             await jobs.enqueue_reward_training(conn, sample)
         if decided is not None:
             if status == "triggered":
-                await rounds.supersede_waiting(conn, sample)
+                await supersede_waiting(conn, sample)
             else:
-                await rounds.release_waiting(conn)
+                await release_waiting(conn)
     # No connection is held while the ML service is asked: a hanging ML service must not
     # use up the pool for every other endpoint.
     delivered = await _deliver(ml, observations, policy.delivery_timeout)
@@ -203,7 +203,7 @@ async def _response(
         "phase_1_complete": sample >= policy.phase_1_target,
         "prompt_evolution": {
             "triggered": triggered,
-            "waiting_for_ab_test": round_status == rounds.WAITING,
+            "waiting_for_ab_test": round_status == WAITING,
             "new_version": await evolution.version_created_between(conn, sample),
             "ab_test": ab_test,
         },

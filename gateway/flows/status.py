@@ -9,7 +9,7 @@ import asyncpg
 from gateway import jobs
 from gateway.adapters.ml_client import MLClient
 from gateway.errors import UpstreamError
-from gateway.evolution.rounds import WAITING
+from gateway.flows.evolution import WAITING
 from gateway.repositories import ab_tests, evolution, training
 from gateway.repositories import experiments as experiment_repo
 

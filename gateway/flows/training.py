@@ -16,8 +16,8 @@ from typing import Any
 import asyncpg
 
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
+from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.errors import InvalidInput, LatinaError, UnsupportedMediaType, UpstreamError
-from gateway.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.providers.base import ImageProvider, RenderRequest, RenderResult
 from gateway.repositories import ab_tests, prompts
 from gateway.repositories import experiments as repo

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.evolution.ab import decide
+from gateway.domain.ab_test import decide
 from gateway.repositories import prompts
 from shared.db.pool import Conn
 

@@ -16,7 +16,7 @@ from PIL import Image
 from gateway import jobs
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.app import create_app
-from gateway.pictures import Pictures
+from gateway.flows.pictures import Pictures
 from ml_service.app import create_app as create_ml
 from shared.db.pool import connect
 from shared.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.evolution.ab import decide, p_new_better, student_t_cdf
+from gateway.domain.ab_test import decide, p_new_better, student_t_cdf
 
 
 def test_a_tie_keeps_the_old_version_at_even_odds() -> None:

@@ -6,16 +6,15 @@ import json
 
 import pytest
 
-from gateway.evolution.analysis import Analysis, RatedOption, analyse
-from gateway.evolution.complaints import REINFORCEMENTS, RULES_BY_KEY
-from gateway.evolution.evolvers import (
+from gateway.adapters.llm import build_evolver
+from gateway.domain.evolution.analysis import Analysis, RatedOption, analyse
+from gateway.domain.evolution.complaints import REINFORCEMENTS, RULES_BY_KEY
+from gateway.domain.evolution.heuristic import HeuristicEvolver, split_terms
+from gateway.domain.evolution.proposals import (
     NEGATIVE_MAX_CHARS,
     PROMPT_MAX_CHARS,
-    HeuristicEvolver,
     Proposal,
     ProposalRejected,
-    build_evolver,
-    split_terms,
     validate_proposal,
 )
 from gateway.repositories.prompts import PROMPTS_DIR

@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.evolution.complaints import RULES, RULES_BY_KEY, detect_complaints
+from gateway.domain.evolution.complaints import RULES, RULES_BY_KEY, detect_complaints
 
 LOW_RATING = 3  # comments on options rated this or lower are read for complaints
 EXAMPLES = 3  # best, worst, and excerpts per complaint

@@ -18,9 +18,10 @@ from typing import Any, cast
 import asyncpg
 from pgqueuer import AsyncpgDriver, Queries
 
-from gateway.evolution.analysis import analyse
-from gateway.evolution.evolvers import Evolver, build_evolver
-from gateway.evolution.export import PromptExporter
+from gateway.adapters.llm import build_evolver
+from gateway.adapters.prompt_export import PromptExporter
+from gateway.domain.evolution.analysis import analyse
+from gateway.domain.evolution.proposals import Evolver
 from gateway.repositories import ab_tests, evolution, prompts
 from shared.db.pool import Conn
 from shared.settings import Settings
