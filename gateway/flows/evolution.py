@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
-from pgqueuer import AsyncpgDriver, Queries
 
+from gateway.adapters import job_queue
 from gateway.adapters.llm import build_evolver
 from gateway.adapters.prompt_export import PromptExporter
 from gateway.domain.evolution.analysis import analyse
@@ -29,7 +29,6 @@ from shared.storage import ObjectStore
 
 log = logging.getLogger("latina.evolution")
 
-EVOLUTION = "prompt_evolution"
 WAITING = "waiting_for_ab_test"
 
 
@@ -58,13 +57,6 @@ def build_deps(settings: Settings, pool: asyncpg.Pool[Any], store: ObjectStore) 
     )
 
 
-async def enqueue(conn: Conn, sample_number: int) -> None:
-    driver = AsyncpgDriver(cast("asyncpg.Connection[Any]", conn))
-    await Queries(driver).enqueue(
-        EVOLUTION, str(sample_number).encode(), dedupe_key=f"{EVOLUTION}:{sample_number}"
-    )
-
-
 async def _busy(conn: Conn, sample_number: int) -> bool:
     if await ab_tests.running(conn) is not None:
         return True
@@ -78,7 +70,7 @@ async def on_sample(conn: Conn, sample_number: int, experiment_id: str, every: i
     status = WAITING if await _busy(conn, sample_number) else "triggered"
     await evolution.open_round(conn, sample_number, experiment_id, status)
     if status == "triggered":
-        await enqueue(conn, sample_number)
+        await job_queue.enqueue_evolution(conn, sample_number)
     return status
 
 
@@ -95,7 +87,7 @@ async def release_waiting(conn: Conn) -> int | None:
             conn, sample, "done", error=f"superseded by the round of sample {newest}"
         )
     await evolution.set_status(conn, newest, "triggered")
-    await enqueue(conn, newest)
+    await job_queue.enqueue_evolution(conn, newest)
     return newest
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.adapters.ml_client import MLClient
 from gateway.adapters.prompt_export import PromptExporter
 from gateway.errors import Conflict, InvalidInput, NotFound, UpstreamError
@@ -134,11 +134,11 @@ async def record_ratings(
             )
             for o in options
         ]
-        job_id = await jobs.enqueue_ml_update(
+        job_id = await job_queue.enqueue_ml_update(
             conn, experiment.id, observations, delay_seconds=policy.retry_delay
         )
         if send_images:  # the worker sends them (gateway.flows.pictures): nobody waits for that
-            await jobs.enqueue_ml_features(conn, experiment.id, observations)
+            await job_queue.enqueue_ml_features(conn, experiment.id, observations)
         decided: int | None = None
         test_id = await ab_tests.test_of(conn, experiment.id)
         if test_id is not None and await ab_tests.decide_if_complete(conn, test_id):
@@ -153,7 +153,7 @@ async def record_ratings(
         if sample >= policy.phase_1_target and (
             (sample - policy.phase_1_target) % policy.reward_retrain_every == 0
         ):
-            await jobs.enqueue_reward_training(conn, sample)
+            await job_queue.enqueue_reward_training(conn, sample)
         if decided is not None:
             if status == "triggered":
                 await supersede_waiting(conn, sample)
@@ -164,7 +164,7 @@ async def record_ratings(
     delivered = await _deliver(ml, observations, policy.delivery_timeout)
     async with pool.acquire() as conn, conn.transaction():
         if delivered:
-            await jobs.forget_job(conn, job_id)
+            await job_queue.forget_job(conn, job_id)
         body = await _response(conn, sample, delivered, policy, decided or test_id)
         await repo.store_rate_response(conn, experiment.id, body)
         if decided is not None and exporter is not None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.adapters.ml_client import MLClient
 from gateway.errors import UpstreamError
 from gateway.flows.evolution import WAITING
@@ -41,7 +41,7 @@ async def training_status(
         recent = await experiment_repo.api_means_over_last(conn, CURRENT_WINDOW)
         curve = await training.learning_curve(conn)
         prompt = await training.current_prompt(conn)
-        pending = await jobs.pending_jobs(conn, jobs.ML_UPDATE)
+        pending = await job_queue.pending_jobs(conn, job_queue.ML_UPDATE)
         ab_test = await ab_tests.running_view(conn)
         last_round = await evolution.latest(conn)
         errors = await training.prediction_errors(conn)

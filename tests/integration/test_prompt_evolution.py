@@ -16,6 +16,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.app import create_app
 from gateway.flows import evolution as rounds
@@ -158,7 +159,7 @@ async def test_thirty_concurrent_ratings_across_a_trigger_make_one_job_and_one_v
         assert triggered == [20]
         async with stack.pool.acquire() as conn:
             queued = await conn.fetchval(
-                "SELECT count(*) FROM pgqueuer WHERE entrypoint = $1", rounds.EVOLUTION
+                "SELECT count(*) FROM pgqueuer WHERE entrypoint = $1", job_queue.EVOLUTION
             )
             assert queued == 1
         await stack.drain()
