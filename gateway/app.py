@@ -21,10 +21,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import jobs
 from gateway.adapters.ml_client import HttpMLClient
+from gateway.adapters.prompt_export import PROMPTS_DIR
 from gateway.auth import TokenBackend, on_auth_error
 from gateway.errors import STATUS_TABLE
 from gateway.flows.evolution import EvolutionDeps, build_deps
 from gateway.flows.pictures import Pictures
+from gateway.flows.prompts import export_library
 from gateway.providers.base import ImageProvider
 from gateway.providers.selection import build_providers
 from gateway.repositories import prompts
@@ -115,7 +117,7 @@ def _upstreams(settings: Settings) -> Upstreams:
 
 async def _seed_prompts(pool: asyncpg.Pool[Any]) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        imported = await prompts.import_seed_versions(conn)
+        imported = await prompts.import_seed_versions(conn, PROMPTS_DIR)
     if imported:
         log.info("imported prompt versions", extra={"versions": imported})
 
@@ -176,7 +178,7 @@ async def open_gateway(
     evolution = build_deps(settings, pool, object_store)
     stack.push_async_callback(evolution.aclose)
     async with pool.acquire() as conn:
-        await evolution.exporter.sync(conn)
+        await export_library(conn, evolution.exporter)
     state = GatewayState(
         settings=settings,
         pool=pool,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from pathlib import Path
 
 import openai
 from openai import AsyncOpenAI
@@ -22,6 +21,7 @@ from openai.types.chat import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.adapters.prompt_export import PROMPTS_DIR
 from gateway.domain.evolution.analysis import LOW_RATING, Analysis, RatedOption, sanitize_comment
 from gateway.domain.evolution.heuristic import HeuristicEvolver, comment_count
 from gateway.domain.evolution.proposals import (
@@ -37,7 +37,7 @@ from shared.settings import Settings
 
 log = logging.getLogger("gateway.evolution")
 
-SYSTEM_PROMPT_FILE = Path(__file__).resolve().parents[2] / "prompts" / "evolution-system-prompt.txt"
+SYSTEM_PROMPT_FILE = PROMPTS_DIR / "evolution-system-prompt.txt"
 
 
 class ImprovedPrompt(BaseModel):

@@ -13,6 +13,7 @@ from gateway.adapters.ml_client import MLClient
 from gateway.adapters.prompt_export import PromptExporter
 from gateway.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from gateway.flows.evolution import WAITING, on_sample, release_waiting, supersede_waiting
+from gateway.flows.prompts import export_after_change
 from gateway.repositories import ab_tests, evolution
 from gateway.repositories import experiments as repo
 from gateway.repositories.users import User
@@ -168,7 +169,7 @@ async def record_ratings(
         body = await _response(conn, sample, delivered, policy, decided or test_id)
         await repo.store_rate_response(conn, experiment.id, body)
         if decided is not None and exporter is not None:
-            await exporter.after_change(conn, ab_test_id=decided)
+            await export_after_change(conn, exporter, ab_test_id=decided)
     return body
 
 

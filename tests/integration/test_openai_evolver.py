@@ -20,9 +20,9 @@ from gateway.adapters.llm import (
     OpenAIEvolver,
     build_evolver,
 )
+from gateway.adapters.prompt_export import PROMPTS_DIR
 from gateway.domain.evolution.analysis import Analysis, RatedOption, analyse
 from gateway.domain.evolution.proposals import Proposal, validate_proposal
-from gateway.repositories.prompts import PROMPTS_DIR
 from shared.settings import Settings
 from tests.fakes.openai import (
     API_KEY,

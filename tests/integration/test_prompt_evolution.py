@@ -18,9 +18,9 @@ from asgi_lifespan import LifespanManager
 from gateway import jobs
 from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
+from gateway.adapters.prompt_export import PROMPTS_DIR
 from gateway.app import create_app
 from gateway.flows import evolution as rounds
-from gateway.repositories.prompts import PROMPTS_DIR
 from ml_service.app import create_app as create_ml
 from shared.db.pool import connect, create_pool
 from shared.settings import Settings

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from gateway.adapters.llm import build_evolver
+from gateway.adapters.prompt_export import PROMPTS_DIR
 from gateway.domain.evolution.analysis import Analysis, RatedOption, analyse
 from gateway.domain.evolution.complaints import REINFORCEMENTS, RULES_BY_KEY
 from gateway.domain.evolution.heuristic import HeuristicEvolver, split_terms
@@ -17,7 +18,6 @@ from gateway.domain.evolution.proposals import (
     ProposalRejected,
     validate_proposal,
 )
-from gateway.repositories.prompts import PROMPTS_DIR
 from shared.settings import Settings
 
 SEED = json.loads((PROMPTS_DIR / "versions" / "v1.0.0.json").read_text())
