@@ -20,11 +20,12 @@ from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import jobs
+from gateway.adapters.llm import build_evolver
 from gateway.adapters.ml_client import HttpMLClient
-from gateway.adapters.prompt_export import PROMPTS_DIR
+from gateway.adapters.prompt_export import PROMPTS_DIR, PromptExporter
 from gateway.auth import TokenBackend, on_auth_error
 from gateway.errors import STATUS_TABLE
-from gateway.flows.evolution import EvolutionDeps, build_deps
+from gateway.flows.evolution import EvolutionDeps
 from gateway.flows.pictures import Pictures
 from gateway.flows.prompts import export_library
 from gateway.providers.base import ImageProvider
@@ -115,6 +116,19 @@ def _upstreams(settings: Settings) -> Upstreams:
     )
 
 
+def build_evolution_deps(
+    settings: Settings, pool: asyncpg.Pool[Any], store: ObjectStore
+) -> EvolutionDeps:
+    """What evolution rounds need (the web process and the worker each build one)."""
+    return EvolutionDeps(
+        pool=pool,
+        evolver=build_evolver(settings),
+        exporter=PromptExporter.from_settings(settings, store),
+        ab_test_samples=settings.ab_test_samples,
+        window=settings.evolution_window,
+    )
+
+
 async def _seed_prompts(pool: asyncpg.Pool[Any]) -> None:
     async with pool.acquire() as conn, conn.transaction():
         imported = await prompts.import_seed_versions(conn, PROMPTS_DIR)
@@ -175,7 +189,7 @@ async def open_gateway(
     for client in (upstreams.ml, upstreams.leonardo, upstreams.replicate, upstreams.downloads):
         stack.push_async_callback(client.aclose)
     await _seed_prompts(pool)
-    evolution = build_deps(settings, pool, object_store)
+    evolution = build_evolution_deps(settings, pool, object_store)
     stack.push_async_callback(evolution.aclose)
     async with pool.acquire() as conn:
         await export_library(conn, evolution.exporter)

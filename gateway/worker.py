@@ -22,8 +22,8 @@ from pgqueuer.types import QueueExecutionMode
 from gateway import jobs
 from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
-from gateway.app import ml_http_client
-from gateway.flows.evolution import EvolutionDeps, build_deps
+from gateway.app import build_evolution_deps, ml_http_client
+from gateway.flows.evolution import EvolutionDeps
 from gateway.flows.pictures import Pictures
 from shared.db.pool import connect, create_pool
 from shared.db.setup import database_dsn
@@ -71,7 +71,7 @@ async def open_worker(settings: Settings, stack: AsyncExitStack) -> WorkerDeps:
     store = await stack.enter_async_context(open_object_store(settings))
     http = ml_http_client(settings)
     stack.push_async_callback(http.aclose)
-    evolution = build_deps(settings, pool, store)
+    evolution = build_evolution_deps(settings, pool, store)
     stack.push_async_callback(evolution.aclose)
     pictures = Pictures(pool, store) if settings.ml_send_images else None
     return WorkerDeps(dsn, pool, HttpMLClient(http, study=settings.ml_study), evolution, pictures)

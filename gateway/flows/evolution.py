@@ -18,14 +18,11 @@ from typing import Any
 import asyncpg
 
 from gateway.adapters import job_queue
-from gateway.adapters.llm import build_evolver
 from gateway.adapters.prompt_export import PromptExporter
 from gateway.domain.evolution.analysis import analyse
 from gateway.domain.evolution.proposals import Evolver
 from gateway.repositories import ab_tests, evolution, prompts
 from shared.db.pool import Conn
-from shared.settings import Settings
-from shared.storage import ObjectStore
 
 log = logging.getLogger("latina.evolution")
 
@@ -45,16 +42,6 @@ class EvolutionDeps:
         close = getattr(self.evolver, "aclose", None)
         if close is not None:
             await close()
-
-
-def build_deps(settings: Settings, pool: asyncpg.Pool[Any], store: ObjectStore) -> EvolutionDeps:
-    return EvolutionDeps(
-        pool=pool,
-        evolver=build_evolver(settings),
-        exporter=PromptExporter.from_settings(settings, store),
-        ab_test_samples=settings.ab_test_samples,
-        window=settings.evolution_window,
-    )
 
 
 async def _busy(conn: Conn, sample_number: int) -> bool:

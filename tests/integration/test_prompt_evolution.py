@@ -19,8 +19,7 @@ from gateway import jobs
 from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.adapters.prompt_export import PROMPTS_DIR
-from gateway.app import create_app
-from gateway.flows import evolution as rounds
+from gateway.app import build_evolution_deps, create_app
 from ml_service.app import create_app as create_ml
 from shared.db.pool import connect, create_pool
 from shared.settings import Settings
@@ -89,7 +88,7 @@ class Stack:
                 base_url=self.settings.ml_service_url,
                 headers={"Authorization": f"Bearer {self.settings.ml_service_token}"},
             ) as http:
-                deps = rounds.build_deps(self.settings, self.pool, store)
+                deps = build_evolution_deps(self.settings, self.pool, store)
                 try:
                     await jobs.run_worker(conn, HttpMLClient(http), deps, drain=True)
                 finally:
