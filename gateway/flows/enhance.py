@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
+from gateway.domain.arms import APIS
 from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.errors import LatinaError, UpstreamError
 from gateway.flows.training import TrainingDeps, check_project
@@ -27,7 +28,6 @@ from gateway.repositories.users import User
 from shared.storage import new_object_key
 
 log = logging.getLogger("latina.enhance")
-APIS = ("leonardo", "stable_diffusion")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 

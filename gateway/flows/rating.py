@@ -11,6 +11,7 @@ import asyncpg
 from gateway.adapters import job_queue
 from gateway.adapters.ml_client import MLClient
 from gateway.adapters.prompt_export import PromptExporter
+from gateway.domain.arms import OPTIONS
 from gateway.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from gateway.flows.evolution import WAITING, on_sample, release_waiting, supersede_waiting
 from gateway.flows.prompts import export_after_change
@@ -22,7 +23,6 @@ from shared.wire.ml import ObservationIn
 
 log = logging.getLogger("latina.rating")
 
-OPTIONS = ("A", "B")
 MAX_COMMENT = 2000
 CURRENT_WINDOW = 10
 

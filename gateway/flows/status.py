@@ -8,12 +8,12 @@ import asyncpg
 
 from gateway.adapters import job_queue
 from gateway.adapters.ml_client import MLClient
+from gateway.domain.arms import APIS
 from gateway.errors import UpstreamError
 from gateway.flows.evolution import WAITING
 from gateway.repositories import ab_tests, evolution, training
 from gateway.repositories import experiments as experiment_repo
 
-APIS = ("leonardo", "stable_diffusion")
 # "Current best rating": the higher of the two APIs' mean rating over their last 10 samples,
 # so it moves with what the system produces now.
 CURRENT_WINDOW = 10

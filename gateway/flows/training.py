@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
+from gateway.domain.arms import AB_ARMS, OPTIONS
 from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.errors import InvalidInput, LatinaError, UnsupportedMediaType, UpstreamError
 from gateway.providers.base import ImageProvider, RenderRequest, RenderResult
@@ -28,7 +29,6 @@ from shared.wire.ml import MAX_SUGGESTIONS_PER_API, Suggestion
 
 log = logging.getLogger("latina.training")
 
-ARMS: tuple[tuple[str, str], ...] = (("A", "leonardo"), ("B", "stable_diffusion"))
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -111,7 +111,7 @@ def check_declared_type(actual: str, filename: str | None, declared: str | None)
 async def _suggestions(deps: TrainingDeps, count: dict[str, int] | None = None) -> list[Suggestion]:
     """One suggestion per arm's API (``count[api]`` with ``count``), grouped by API; the
     fallback's when the ML service cannot answer."""
-    apis = [api for _, api in ARMS]
+    apis: list[str] = [api for _, api in AB_ARMS]
     try:
         return await deps.ml.suggest(apis, count=count)
     except UpstreamError as exc:
@@ -226,12 +226,12 @@ async def _ab_picks(
     results = await asyncio.gather(
         *(
             _render(deps.providers[api], _request(api, image, prompt, suggestions[api], seed))
-            for _, api in ARMS
+            for _, api in AB_ARMS
         )
     )
     return [
         Pick(option, api, suggestions[api], result)
-        for (option, api), result in zip(ARMS, results, strict=True)
+        for (option, api), result in zip(AB_ARMS, results, strict=True)
     ]
 
 
@@ -241,7 +241,7 @@ async def _active_candidates(
     """K candidates over both APIs (one batch of distinct suggestions per API), rendered under
     a concurrency limit per API, with at most ``max_paid`` per paid API, then scored."""
     active = deps.active
-    apis = [api for _, api in ARMS]
+    apis: list[str] = [api for _, api in AB_ARMS]
     per_api = {
         api: min(
             max(1, active.candidates // len(apis)),
@@ -332,7 +332,7 @@ async def _active_picks(
         )
     picks = [
         Pick(option, c.api, c.suggestion, c.result, c.predicted, c.uncertainty)
-        for option, c in zip(("A", "B"), shown, strict=False)
+        for option, c in zip(OPTIONS, shown, strict=False)
     ]
     marked = [
         dataclasses.replace(

@@ -23,8 +23,8 @@ _RULE_ORDER = {rule.key: index for index, rule in enumerate(RULES)}
 class RatedOption:
     sample_number: int
     experiment_id: str
-    api: str  # "leonardo" | "stable_diffusion"
-    option: str  # "A" | "B"
+    api: str  # one of domain.arms.APIS
+    option: str  # one of domain.arms.OPTIONS
     rating: int  # 1..5
     comments: str  # may be ""
     prompt_version: str
