@@ -21,6 +21,7 @@ from gateway.adapters import job_queue
 from gateway.adapters.prompt_export import PromptExporter
 from gateway.domain.evolution.analysis import analyse
 from gateway.domain.evolution.proposals import Evolver
+from gateway.domain.schedule import evolution_due
 from gateway.repositories import ab_tests, evolution, prompts
 from shared.db.pool import Conn
 
@@ -52,7 +53,7 @@ async def _busy(conn: Conn, sample_number: int) -> bool:
 
 async def on_sample(conn: Conn, sample_number: int, experiment_id: str, every: int) -> str | None:
     """In the rating transaction: open the round of an ``every``-th sample. Returns its status."""
-    if sample_number % every:
+    if not evolution_due(sample_number, every):
         return None
     status = WAITING if await _busy(conn, sample_number) else "triggered"
     await evolution.open_round(conn, sample_number, experiment_id, status)

@@ -9,14 +9,11 @@ import asyncpg
 from gateway.adapters import job_queue
 from gateway.adapters.ml_client import MLClient
 from gateway.domain.arms import APIS
+from gateway.domain.schedule import CURRENT_WINDOW, current_best_rating, phase_1_complete
 from gateway.errors import UpstreamError
 from gateway.flows.evolution import WAITING
 from gateway.repositories import ab_tests, evolution, training
 from gateway.repositories import experiments as experiment_repo
-
-# "Current best rating": the higher of the two APIs' mean rating over their last 10 samples,
-# so it moves with what the system produces now.
-CURRENT_WINDOW = 10
 
 
 async def _gp_load(ml: MLClient) -> tuple[bool, int]:
@@ -71,13 +68,13 @@ async def training_status(
             "uncertainty": learned.get("uncertainty"),
             "importance": learned.get("importance"),
         }
-    complete = samples >= phase_1_target
+    complete = phase_1_complete(samples, phase_1_target)
     return {
         "samples_collected": samples,
         "phase": 2 if complete else 1,
         "phase_1_complete": complete,
         "phase_1_target": phase_1_target,
-        "current_best_rating": round(max(recent.values()), 3) if recent else None,
+        "current_best_rating": current_best_rating(recent),
         "per_api": per_api,
         "current_prompt": (
             {

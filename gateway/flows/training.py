@@ -18,6 +18,7 @@ import asyncpg
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
 from gateway.domain.arms import AB_ARMS, OPTIONS
 from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
+from gateway.domain.schedule import phase_1_complete
 from gateway.errors import InvalidInput, LatinaError, UnsupportedMediaType, UpstreamError
 from gateway.providers.base import ImageProvider, RenderRequest, RenderResult
 from gateway.repositories import ab_tests, prompts
@@ -349,7 +350,7 @@ async def choose_mode(deps: TrainingDeps, mode: str | None) -> str:
         return mode
     async with deps.pool.acquire() as conn:
         samples = await conn.fetchval("SELECT samples FROM training_counters WHERE id")
-    if int(samples or 0) < deps.active.phase_1_target:
+    if not phase_1_complete(int(samples or 0), deps.active.phase_1_target):
         return "ab"
     try:
         return "active" if (await deps.ml.reward_status()).get("trained") else "ab"
