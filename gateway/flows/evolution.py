@@ -5,7 +5,8 @@ once, however many gateways rate at once) and enqueues one job in the same trans
 rating never waits for the LLM. While an A/B test (or another round) is running, the round
 waits instead; when the test ends, the newest waiting round is started and older ones are
 marked superseded. The job analyses the recent samples, asks the evolver, and creates the new
-version and its A/B test in one transaction.
+version and its A/B test in one transaction. The rating that completes the test decides it
+(``decide_ab_test``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncpg
 
 from gateway.adapters import job_queue
 from gateway.adapters.prompt_export import PromptExporter
+from gateway.domain.ab_test import judge
 from gateway.domain.evolution.analysis import analyse
 from gateway.domain.evolution.proposals import Evolver
 from gateway.domain.schedule import evolution_due
@@ -86,6 +88,23 @@ async def supersede_waiting(conn: Conn, sample_number: int) -> None:
             await evolution.set_status(
                 conn, sample, "done", error=f"superseded by the round of sample {sample_number}"
             )
+
+
+async def decide_ab_test(conn: Conn, ab_test_id: int) -> bool:
+    """In the rating transaction: once every slot's experiment is rated, record the decision
+    and promote the new version or reject it. Returns whether this call decided the test."""
+    test = await ab_tests.lock_if_running(conn, ab_test_id)
+    if test is None:
+        return False
+    verdict = judge(await ab_tests.rated(conn, ab_test_id), test["samples_planned"])
+    if verdict is None:
+        return False
+    await ab_tests.record_verdict(conn, ab_test_id, verdict)
+    if verdict.promote:
+        await prompts.make_current(conn, test["new_version_id"])
+    else:
+        await prompts.set_status(conn, test["new_version_id"], "rejected")
+    return True
 
 
 async def run_round(deps: EvolutionDeps, sample_number: int) -> str | None:

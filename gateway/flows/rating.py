@@ -20,7 +20,13 @@ from gateway.domain.schedule import (
     reward_retrain_due,
 )
 from gateway.errors import Conflict, NotFound, UpstreamError
-from gateway.flows.evolution import WAITING, on_sample, release_waiting, supersede_waiting
+from gateway.flows.evolution import (
+    WAITING,
+    decide_ab_test,
+    on_sample,
+    release_waiting,
+    supersede_waiting,
+)
 from gateway.flows.prompts import export_after_change
 from gateway.repositories import ab_tests, evolution
 from gateway.repositories import experiments as repo
@@ -94,7 +100,7 @@ async def record_ratings(
             await job_queue.enqueue_ml_features(conn, experiment.id, observations)
         decided: int | None = None
         test_id = await ab_tests.test_of(conn, experiment.id)
-        if test_id is not None and await ab_tests.decide_if_complete(conn, test_id):
+        if test_id is not None and await decide_ab_test(conn, test_id):
             decided = test_id
         # The rows every rating updates come last, one statement each: their locks are held
         # until the commit, and concurrent ratings queue on them.
