@@ -19,6 +19,7 @@ from gateway.adapters.ml_client import MLClient, fallback_suggestion
 from gateway.domain.arms import AB_ARMS, OPTIONS
 from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.domain.schedule import phase_1_complete
+from gateway.domain.selection import Selection, choose_two
 from gateway.errors import InvalidInput, LatinaError, UnsupportedMediaType, UpstreamError
 from gateway.providers.base import ImageProvider, RenderRequest, RenderResult
 from gateway.repositories import ab_tests, prompts
@@ -41,7 +42,7 @@ class ActivePolicy:
     candidates: int = 10
     max_paid: int = 2
     concurrency: int = 2
-    selection: str = "best_and_uncertain"  # or "top2"
+    selection: Selection = "best_and_uncertain"
     phase_1_target: int = 50
 
 
@@ -202,6 +203,10 @@ class Candidate:
     uncertainty: float | None = None
     shown_as: str | None = None
 
+    @property
+    def rendered(self) -> bool:
+        return isinstance(self.result, RenderResult)
+
 
 def _request(
     api: str, image: ValidatedImage, prompt: prompts.PromptVersion, s: Suggestion, seed: int
@@ -301,21 +306,6 @@ async def _score(
         else c
         for i, c in enumerate(candidates)
     ]
-
-
-def choose_two(candidates: list[Candidate], selection: str) -> list[Candidate]:
-    """Option A: the predicted best. Option B: the most informative (highest uncertainty) of
-    the rest, or the second best with ``selection == "top2"``. Failed renders are never shown."""
-    ok = [c for c in candidates if isinstance(c.result, RenderResult)]
-    ranked = sorted(ok, key=lambda c: -(c.predicted if c.predicted is not None else 0.0))
-    if not ranked:
-        return []
-    best, rest = ranked[0], ranked[1:]
-    if not rest:
-        return [best]
-    if selection == "top2":
-        return [best, rest[0]]
-    return [best, max(rest, key=lambda c: c.uncertainty or 0.0)]
 
 
 async def _active_picks(
