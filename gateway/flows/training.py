@@ -1,4 +1,7 @@
-"""``POST /api/enhance/train``: one upload, two variants rendered at once, one experiment."""
+"""(Over 300 lines: its split by concern - upload checks, rendering, recording - comes next.)
+
+``POST /api/enhance/train``: one upload, two variants rendered at once, one experiment.
+"""
 
 from __future__ import annotations
 

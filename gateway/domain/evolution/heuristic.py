@@ -1,4 +1,6 @@
-"""The offline evolver: edits the prompt through the complaint rule table.
+"""(Just over 300 lines: the evolver and the draft it edits are one concern.)
+
+The offline evolver: edits the prompt through the complaint rule table.
 
 ``HeuristicEvolver`` is the default when no LLM is configured and the fallback when the LLM fails.
 """
