@@ -20,7 +20,7 @@ import asyncpg
 
 from gateway.adapters import job_queue
 from gateway.adapters.prompt_export import PromptExporter
-from gateway.domain.ab_test import judge
+from gateway.domain.ab_tests import judge
 from gateway.domain.evolution.analysis import analyse
 from gateway.domain.evolution.proposals import Evolver
 from gateway.domain.schedule import evolution_due

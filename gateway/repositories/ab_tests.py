@@ -1,5 +1,5 @@
 """A/B tests of prompt versions: slots claimed by uploads, the ratings and the recorded
-decision (``gateway.domain.ab_test`` decides), the views of the API.
+decision (``gateway.domain.ab_tests`` decides), the views of the API.
 
 Slot k of a test (k = 1 .. ``samples_planned``) is the k-th upload after the new version was
 created (``arm_of``: samples 11, 13, 15 old and 12, 14 new after an evolution at sample 10).
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.domain.ab_test import Arm, Verdict, arm_of
+from gateway.domain.ab_tests import Arm, Verdict, arm_of
 from gateway.repositories import prompts
 from shared.db.pool import Conn
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.domain.ab_test import arm_of, decide, judge, p_new_better, student_t_cdf
+from gateway.domain.ab_tests import arm_of, decide, judge, p_new_better, student_t_cdf
 
 
 def test_a_tie_keeps_the_old_version_at_even_odds() -> None:
