@@ -188,8 +188,8 @@ def ml_train_reward(
 ) -> None:
     """Train the phase-2 reward model on every observation with image features, showing
     progress, and make it the current version (what POST /ml/reward/train does)."""
-    from ml_service import reward
     from ml_service.resources import Resources
+    from ml_service.reward import flows as reward
 
     async def work(settings: Settings) -> dict[str, Any]:
         resources = Resources(settings)

@@ -14,11 +14,11 @@ from typing import Any
 import asyncpg
 import torch
 
-from ml_service.bayes import BayesianOptimizer
-from ml_service.flows import SuggestionWork
-from ml_service.gp_work import GPWork, OptimizerConfig, default_workers
-from ml_service.image_work import ImageWork
-from ml_service.optimizer import AcquisitionConfig
+from ml_service.images.workers import ImageWork
+from ml_service.optimizer.facade import BayesianOptimizer
+from ml_service.optimizer.flows import SuggestionWork
+from ml_service.optimizer.gp import AcquisitionConfig
+from ml_service.optimizer.workers import GPWork, OptimizerConfig, default_workers
 from shared.db.pool import create_pool
 from shared.db.setup import database_dsn
 from shared.search_space import SearchSpace, load_search_space

@@ -34,9 +34,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from ml_service.bayes import BayesianOptimizer, Best, Proposal
 from ml_service.errors import Busy, DeadlineExceeded
-from ml_service.optimizer import AcquisitionConfig
+from ml_service.optimizer.facade import BayesianOptimizer, Best, Proposal
+from ml_service.optimizer.gp import AcquisitionConfig
 from shared.priority import lower_process_priority
 from shared.search_space import load_search_space
 

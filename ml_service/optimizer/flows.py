@@ -17,14 +17,20 @@ from typing import Any
 
 import asyncpg
 
-from ml_service import feature_extraction as features
-from ml_service import observation_store as store
-from ml_service.bayes import BayesianOptimizer, Best, data_key, needs_model, observed_best
 from ml_service.errors import Busy, Conflict, InvalidInput, NotFound
-from ml_service.gp_work import GPWork
-from ml_service.image_work import Failure, ImageWork, Item
+from ml_service.images import features
+from ml_service.images.workers import Failure, ImageWork, Item
+from ml_service.optimizer.facade import (
+    BayesianOptimizer,
+    Best,
+    data_key,
+    needs_model,
+    observed_best,
+)
+from ml_service.optimizer.validation import check_api, check_observation
+from ml_service.optimizer.workers import GPWork
+from ml_service.store import observations as store
 from ml_service.telemetry import record_timings
-from ml_service.validation import check_api, check_observation
 from shared.db.pool import Conn
 from shared.wire.ml import MAX_SUGGESTIONS_PER_API, BestForApi, ObservationIn, Suggestion
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import asyncpg
 
-from ml_service import feature_extraction as fx
-from ml_service import observation_store as store
-from ml_service import reward_model as rm
 from ml_service.errors import InvalidInput, NotFound
-from ml_service.image_work import Failure, Item
+from ml_service.images import features as fx
+from ml_service.images.workers import Failure, Item
 from ml_service.resources import Resources
+from ml_service.reward import model as rm
+from ml_service.store import observations as store
 
 log = logging.getLogger("latina.ml.reward")
 Progress = Callable[[int, int, float], None]

@@ -13,11 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ml_service import __version__, flows, reward
-from ml_service import observation_store as store
-from ml_service.auth import require_service_token
+from ml_service import __version__
+from ml_service.api.auth import require_service_token
 from ml_service.errors import InvalidInput, MalformedRequest
+from ml_service.optimizer import flows
 from ml_service.resources import Resources
+from ml_service.reward import flows as reward
+from ml_service.store import observations as store
 from shared.errors import DatabaseUnavailable
 from shared.wire.ml import DEADLINE_HEADER, SuggestRequest, UpdateRequest
 

@@ -1,0 +1,1 @@
+"""Bayesian optimisation: the GP core, its facade, the GP workers and the suggestion flows."""

@@ -1,0 +1,1 @@
+"""The ML service's data access: every SQL statement of the service (schema ``ml``)."""
