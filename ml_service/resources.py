@@ -16,9 +16,10 @@ import torch
 
 from ml_service.images.workers import ImageWork
 from ml_service.optimizer.facade import BayesianOptimizer
-from ml_service.optimizer.flows import SuggestionWork
 from ml_service.optimizer.gp import AcquisitionConfig
-from ml_service.optimizer.workers import GPWork, OptimizerConfig, default_workers
+from ml_service.optimizer.suggestion_work import SuggestionWork
+from ml_service.optimizer.workers import GPWork, OptimizerConfig
+from ml_service.processes import default_workers
 from shared.db.pool import create_pool
 from shared.db.setup import database_dsn
 from shared.search_space import SearchSpace, load_search_space

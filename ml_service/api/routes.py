@@ -2,69 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-import time
-from collections.abc import Awaitable
-from typing import Any, TypeVar
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ml_service import __version__
 from ml_service.api.auth import require_service_token
-from ml_service.errors import InvalidInput, MalformedRequest
-from ml_service.optimizer import flows
+from ml_service.api.requests import (
+    caller_deadline,
+    flag,
+    json_body,
+    study_name,
+    unless_disconnected,
+)
+from ml_service.errors import InvalidInput
+from ml_service.optimizer import best as best_flow
+from ml_service.optimizer import observations, studies, suggestions
+from ml_service.repositories import observations as observations_repo
 from ml_service.resources import Resources
 from ml_service.reward import flows as reward
-from ml_service.store import observations as store
 from shared.errors import DatabaseUnavailable
-from shared.wire.ml import DEADLINE_HEADER, SuggestRequest, UpdateRequest
+from shared.wire.ml import SuggestRequest, UpdateRequest
 
-_STUDY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CLIENT_GONE = 499  # never seen by anyone: the client has disconnected
-T = TypeVar("T")
-
-
-def _deadline(request: Request) -> float | None:
-    """``X-Request-Deadline``: seconds the caller will still wait, as a ``time.monotonic()``."""
-    raw = request.headers.get(DEADLINE_HEADER)
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds <= 3600:
-        raise InvalidInput(
-            f"{DEADLINE_HEADER} must be the seconds the caller still waits (0-3600]",
-            code="invalid_deadline",
-            details={"header": DEADLINE_HEADER, "value": raw},
-        )
-    return time.monotonic() + seconds
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
-    """``work``'s result, or None when the client disconnects first: then ``work`` is
-    cancelled, so what it still had queued leaves the queue."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        task.cancel()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if watcher.done() and task.cancelled():
-            return None
-        raise
-    finally:
-        watcher.cancel()
 
 
 def _resources(request: Request) -> Resources:
@@ -78,34 +38,13 @@ def _authorized(request: Request) -> Resources:
     return resources
 
 
-def _study(value: str | None) -> str:
-    study = value or "default"
-    if not _STUDY_RE.match(study):
-        raise InvalidInput(
-            "study must be 1-64 letters, digits, '-' or '_'",
-            code="invalid_study",
-            details={"study": study},
-        )
-    return study
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise MalformedRequest("request body must be a JSON object")
-    return body
-
-
 async def health(request: Request) -> Response:
     resources = _resources(request)
     database, counts = "ok", 0
     try:
         pool = await resources.pool()
         async with pool.acquire() as conn:
-            counts = await store.total_observations(conn)
+            counts = await observations_repo.total_observations(conn)
     except (DatabaseUnavailable, OSError) as exc:
         database = f"unreachable: {exc}"
     return JSONResponse(
@@ -131,7 +70,7 @@ async def search_space(request: Request) -> Response:
 async def suggest_parameters(request: Request) -> Response:
     resources = _authorized(request)
     if request.method == "POST":
-        body = await _json_body(request)
+        body = await json_body(request)
         body.setdefault("apis", resources.search_space.apis)
         parsed = SuggestRequest.model_validate(body)
     else:
@@ -141,15 +80,15 @@ async def suggest_parameters(request: Request) -> Response:
                 "apis": [a.strip() for a in apis.split(",") if a.strip()]
                 if apis
                 else resources.search_space.apis,
-                "study": _study(request.query_params.get("study")),
+                "study": study_name(request.query_params.get("study")),
                 "count": request.query_params.get("count", 1),
             }
         )
-    deadline = _deadline(request)
+    deadline = caller_deadline(request)
     pool = await resources.pool()
-    result = await _unless_disconnected(
+    result = await unless_disconnected(
         request,
-        flows.suggest_parameters(
+        suggestions.suggest_parameters(
             pool,
             resources.work,
             parsed.study,
@@ -165,8 +104,8 @@ async def suggest_parameters(request: Request) -> Response:
 
 async def update_model(request: Request) -> Response:
     resources = _authorized(request)
-    parsed = UpdateRequest.model_validate(await _json_body(request))
-    result = await flows.update_model(
+    parsed = UpdateRequest.model_validate(await json_body(request))
+    result = await observations.update_model(
         await resources.pool(), resources.work, resources.images, parsed.study, parsed.observations
     )
     return JSONResponse(result)
@@ -174,31 +113,33 @@ async def update_model(request: Request) -> Response:
 
 async def best(request: Request) -> Response:
     resources = _authorized(request)
-    study = _study(request.query_params.get("study"))
-    fresh = request.query_params.get("fresh", "").lower() in ("1", "true", "yes")
-    result = await flows.best_parameters(await resources.pool(), resources.work, study, fresh=fresh)
+    study = study_name(request.query_params.get("study"))
+    fresh = flag(request, "fresh")
+    result = await best_flow.best_parameters(
+        await resources.pool(), resources.work, study, fresh=fresh
+    )
     return JSONResponse(result)
 
 
 async def delete_study(request: Request) -> Response:
     resources = _authorized(request)
-    study = _study(request.path_params["study"])
-    force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
-    result = await flows.delete_study(await resources.pool(), resources.work, study, force=force)
+    study = study_name(request.path_params["study"])
+    force = flag(request, "force")
+    result = await studies.delete_study(await resources.pool(), resources.work, study, force=force)
     return JSONResponse(result)
 
 
 async def reward_train(request: Request) -> Response:
     resources = _authorized(request)
-    body = await _json_body(request)
-    study = _study(body.get("study") or request.query_params.get("study"))
+    body = await json_body(request)
+    study = study_name(body.get("study") or request.query_params.get("study"))
     return JSONResponse(await reward.train(resources, study))
 
 
 async def reward_score(request: Request) -> Response:
     resources = _authorized(request)
-    body = await _json_body(request)
-    study = _study(body.get("study") or request.query_params.get("study"))
+    body = await json_body(request)
+    study = study_name(body.get("study") or request.query_params.get("study"))
     candidates = body.get("candidates")
     if not isinstance(candidates, list):
         raise InvalidInput("'candidates' must be a list", code="invalid_candidates")
@@ -207,7 +148,7 @@ async def reward_score(request: Request) -> Response:
 
 async def reward_status(request: Request) -> Response:
     resources = _authorized(request)
-    study = _study(request.query_params.get("study"))
+    study = study_name(request.query_params.get("study"))
     return JSONResponse(await reward.status(resources, study))
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ml_service.images import features as fx
-from ml_service.optimizer.workers import background_worker, shut_down, spawn_pool
+from ml_service.processes import background_worker, shut_down, spawn_pool
 from shared.errors import InvalidInput, LatinaError
 
 

@@ -18,9 +18,9 @@ import asyncpg
 from ml_service.errors import InvalidInput, NotFound
 from ml_service.images import features as fx
 from ml_service.images.workers import Failure, Item
+from ml_service.repositories import features as features_repo
 from ml_service.resources import Resources
 from ml_service.reward import model as rm
-from ml_service.store import observations as store
 
 log = logging.getLogger("latina.ml.reward")
 Progress = Callable[[int, int, float], None]
@@ -205,7 +205,7 @@ async def status(resources: Resources, study: str) -> dict[str, Any]:
             " WHERE study = $1 AND is_current",
             study,
         )
-        with_features = await store.count_features(conn, study, fx.FEATURE_VERSION)
+        with_features = await features_repo.count_features(conn, study, fx.FEATURE_VERSION)
     return {
         "study": study,
         "trained": row is not None,
