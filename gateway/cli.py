@@ -203,7 +203,9 @@ def ml_train_reward(
 
         try:
             typer.echo(f"training the reward model of study {study or settings.ml_study!r} ...")
-            return await reward.train(resources, study or settings.ml_study, progress)
+            return await reward.train(
+                await resources.pool(), resources.reward, study or settings.ml_study, progress
+            )
         finally:
             await resources.close()
 

@@ -6,7 +6,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ml_service import __version__
 from ml_service.api.auth import require_service_token
 from ml_service.api.requests import (
     caller_deadline,
@@ -18,10 +17,9 @@ from ml_service.api.requests import (
 from ml_service.errors import InvalidInput
 from ml_service.optimizer import best as best_flow
 from ml_service.optimizer import observations, studies, suggestions
-from ml_service.repositories import observations as observations_repo
+from ml_service.optimizer.health import service_health
 from ml_service.resources import Resources
 from ml_service.reward import flows as reward
-from shared.errors import DatabaseUnavailable
 from shared.wire.ml import SuggestRequest, UpdateRequest
 
 CLIENT_GONE = 499  # never seen by anyone: the client has disconnected
@@ -40,26 +38,8 @@ def _authorized(request: Request) -> Resources:
 
 async def health(request: Request) -> Response:
     resources = _resources(request)
-    database, counts = "ok", 0
-    try:
-        pool = await resources.pool()
-        async with pool.acquire() as conn:
-            counts = await observations_repo.total_observations(conn)
-    except (DatabaseUnavailable, OSError) as exc:
-        database = f"unreachable: {exc}"
-    return JSONResponse(
-        {
-            "status": "ok" if database == "ok" else "degraded",
-            "service": "latina-ml",
-            "version": __version__,
-            "database": database,
-            "apis": resources.search_space.apis,
-            "n_observations": counts,
-            "models": resources.optimizer.model_state(),
-            "gp": resources.gp.state(),
-        },
-        status_code=200 if database == "ok" else 503,
-    )
+    result = await service_health(resources.pool, resources.work)
+    return JSONResponse(result, status_code=200 if result["status"] == "ok" else 503)
 
 
 async def search_space(request: Request) -> Response:
@@ -133,7 +113,7 @@ async def reward_train(request: Request) -> Response:
     resources = _authorized(request)
     body = await json_body(request)
     study = study_name(body.get("study") or request.query_params.get("study"))
-    return JSONResponse(await reward.train(resources, study))
+    return JSONResponse(await reward.train(await resources.pool(), resources.reward, study))
 
 
 async def reward_score(request: Request) -> Response:
@@ -143,13 +123,16 @@ async def reward_score(request: Request) -> Response:
     candidates = body.get("candidates")
     if not isinstance(candidates, list):
         raise InvalidInput("'candidates' must be a list", code="invalid_candidates")
-    return JSONResponse(await reward.score(resources, study, candidates))
+    result = await reward.score(
+        await resources.pool(), resources.reward, resources.images, study, candidates
+    )
+    return JSONResponse(result)
 
 
 async def reward_status(request: Request) -> Response:
     resources = _authorized(request)
     study = study_name(request.query_params.get("study"))
-    return JSONResponse(await reward.status(resources, study))
+    return JSONResponse(await reward.status(await resources.pool(), study))
 
 
 ROUTES: list[BaseRoute] = [

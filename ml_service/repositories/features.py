@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from shared.db.pool import Conn
 
 
@@ -36,3 +39,30 @@ async def count_features(conn: Conn, study: str, feature_version: str) -> int:
         feature_version,
     )
     return int(value)
+
+
+@dataclass(frozen=True)
+class LabelledFeatures:
+    """An observation's image features and what the reward model learns from them."""
+
+    features: list[float]
+    group_id: str
+    api: str
+    parameters: dict[str, Any]
+    rating: int
+
+
+async def labelled_features(conn: Conn, study: str, feature_version: str) -> list[LabelledFeatures]:
+    """Every observation of ``study`` with features of ``feature_version``, oldest first."""
+    rows = await conn.fetch(
+        """
+        SELECT f.features, f.group_id, o.api, o.parameters, o.rating
+        FROM ml.observation_features f
+        JOIN ml.observations o USING (study, observation_id)
+        WHERE f.study = $1 AND f.feature_version = $2
+        ORDER BY o.id
+        """,
+        study,
+        feature_version,
+    )
+    return [LabelledFeatures(**dict(r)) for r in rows]

@@ -10,51 +10,52 @@ import base64
 import binascii
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import numpy as np
 
 from ml_service.errors import InvalidInput, NotFound
 from ml_service.images import features as fx
-from ml_service.images.workers import Failure, Item
+from ml_service.images.workers import Failure, ImageWork, Item
 from ml_service.repositories import features as features_repo
-from ml_service.resources import Resources
+from ml_service.repositories import reward_models as reward_models_repo
 from ml_service.reward import model as rm
+from shared.search_space import SearchSpace
+from shared.storage import ObjectStore
 
 log = logging.getLogger("latina.ml.reward")
 Progress = Callable[[int, int, float], None]
 
 
+@dataclass
+class RewardModels:
+    """This process's view of the reward models: how to train one, where their bytes go, and
+    the current one per study once loaded (kept while it stays current)."""
+
+    space: SearchSpace
+    config: rm.TrainConfig
+    bucket: str
+    objects: Callable[[], Awaitable[ObjectStore]]  # the object store, opened on first use
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one training at a time
+    loaded: dict[str, rm.RewardModel] = field(default_factory=dict)  # study -> model
+
+
 async def _samples(pool: asyncpg.Pool[Any], study: str) -> list[rm.Sample]:
     async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            """
-            SELECT f.features, f.group_id, o.api, o.parameters, o.rating
-            FROM ml.observation_features f
-            JOIN ml.observations o USING (study, observation_id)
-            WHERE f.study = $1 AND f.feature_version = $2
-            ORDER BY o.id
-            """,
-            study,
-            fx.FEATURE_VERSION,
-        )
+        rows = await features_repo.labelled_features(conn, study, fx.FEATURE_VERSION)
     return [
         rm.Sample(
-            features=_array(r["features"]),
-            api=r["api"],
-            parameters=dict(r["parameters"]),
-            rating=float(r["rating"]),
-            group=r["group_id"],
+            features=np.asarray(r.features, dtype=np.float32),
+            api=r.api,
+            parameters=dict(r.parameters),
+            rating=float(r.rating),
+            group=r.group_id,
         )
         for r in rows
     ]
-
-
-def _array(values: list[float]) -> Any:
-    import numpy as np
-
-    return np.asarray(values, dtype=np.float32)
 
 
 def _key(study: str, version: str) -> str:
@@ -62,18 +63,14 @@ def _key(study: str, version: str) -> str:
 
 
 async def train(
-    resources: Resources, study: str, progress: Progress | None = None
+    pool: asyncpg.Pool[Any], models: RewardModels, study: str, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Fit a new version on every observation with features and make it current."""
-    pool = await resources.pool()
-    async with resources.reward_lock:
+    async with models.lock:
         samples = await _samples(pool, study)
-        config = rm.TrainConfig(
-            members=resources.settings.reward_members, epochs=resources.settings.reward_epochs
-        )
         try:
             model = await asyncio.to_thread(
-                rm.train, samples, resources.search_space, config, progress
+                rm.train, samples, models.space, models.config, progress
             )
         except ValueError as exc:
             raise InvalidInput(
@@ -81,58 +78,39 @@ async def train(
                 code="not_enough_reward_data",
                 details={"samples_with_features": len(samples)},
             ) from exc
-        objects = await resources.store()
+        objects = await models.objects()
         key = _key(study, model.version)
         await objects.put(
-            resources.settings.reward_model_bucket,
+            models.bucket,
             key,
             await asyncio.to_thread(model.to_bytes),
             "application/octet-stream",
         )
         metrics = dataclasses.asdict(model.metrics)
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE ml.reward_models SET is_current = false WHERE study = $1 AND is_current",
-                study,
+            await reward_models_repo.make_current(
+                conn, study, model.version, key, len(samples), metrics
             )
-            await conn.execute(
-                """
-                INSERT INTO ml.reward_models
-                    (study, version, object_key, n_samples, metrics, is_current)
-                VALUES ($1, $2, $3, $4, $5, true)
-                ON CONFLICT (study, version) DO UPDATE SET is_current = true, trained_at = now()
-                """,
-                study,
-                model.version,
-                key,
-                len(samples),
-                metrics,
-            )
-        resources.reward_cache[study] = (model.version, model)
+        models.loaded[study] = model
     log.info("reward model trained", extra={"study": study, "version": model.version, **metrics})
     return {"study": study, "version": model.version, "n_samples": len(samples), **metrics}
 
 
-async def _current(resources: Resources, study: str) -> rm.RewardModel:
-    pool = await resources.pool()
+async def _current(pool: asyncpg.Pool[Any], models: RewardModels, study: str) -> rm.RewardModel:
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT version, object_key FROM ml.reward_models WHERE study = $1 AND is_current",
-            study,
-        )
-    if row is None:
+        current = await reward_models_repo.current_version(conn, study)
+    if current is None:
         raise NotFound(
             "no reward model trained for this study yet (POST /ml/reward/train)",
             code="reward_model_not_trained",
         )
-    cached = resources.reward_cache.get(study)
-    if cached and cached[0] == row["version"]:
-        model: rm.RewardModel = cached[1]
-        return model
-    objects = await resources.store()
-    data = await objects.get(resources.settings.reward_model_bucket, row["object_key"])
+    loaded = models.loaded.get(study)
+    if loaded is not None and loaded.version == current.version:
+        return loaded
+    objects = await models.objects()
+    data = await objects.get(models.bucket, current.object_key)
     model = await asyncio.to_thread(rm.RewardModel.from_bytes, data)
-    resources.reward_cache[study] = (model.version, model)
+    models.loaded[study] = model
     return model
 
 
@@ -168,12 +146,19 @@ def _candidate(raw: Any, index: int) -> tuple[str, str, dict[str, Any], Item]:
         ) from exc
 
 
-async def score(resources: Resources, study: str, candidates: list[Any]) -> dict[str, Any]:
+async def score(
+    pool: asyncpg.Pool[Any],
+    models: RewardModels,
+    images: ImageWork,
+    study: str,
+    candidates: list[Any],
+) -> dict[str, Any]:
+    """The current model's predicted rating and uncertainty for each candidate image."""
     if not 1 <= len(candidates) <= 50:
         raise InvalidInput("send 1 to 50 candidates", code="invalid_candidates")
-    model = await _current(resources, study)
+    model = await _current(pool, models, study)
     parsed = [_candidate(c, i) for i, c in enumerate(candidates)]
-    vectors = await resources.images.features([item for *_, item in parsed])
+    vectors = await images.features([item for *_, item in parsed])
     scored: list[rm.Candidate] = []
     for index, ((_, api, parameters, _), vector) in enumerate(zip(parsed, vectors, strict=True)):
         if isinstance(vector, Failure):
@@ -197,24 +182,20 @@ async def score(resources: Resources, study: str, candidates: list[Any]) -> dict
     }
 
 
-async def status(resources: Resources, study: str) -> dict[str, Any]:
-    pool = await resources.pool()
+async def status(pool: asyncpg.Pool[Any], study: str) -> dict[str, Any]:
+    """The current model's version and held-out quality, and how much data there is."""
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT version, n_samples, metrics, trained_at FROM ml.reward_models"
-            " WHERE study = $1 AND is_current",
-            study,
-        )
+        current = await reward_models_repo.current_version(conn, study)
         with_features = await features_repo.count_features(conn, study, fx.FEATURE_VERSION)
     return {
         "study": study,
-        "trained": row is not None,
-        "version": row["version"] if row else None,
-        "trained_at": row["trained_at"].isoformat() if row else None,
-        "samples": row["n_samples"] if row else 0,
+        "trained": current is not None,
+        "version": current.version if current else None,
+        "trained_at": current.trained_at.isoformat() if current else None,
+        "samples": current.n_samples if current else 0,
         "samples_with_features": int(with_features),
-        "pairwise_accuracy": row["metrics"].get("pairwise_accuracy") if row else None,
-        "mae": row["metrics"].get("mae") if row else None,
-        "metrics": dict(row["metrics"]) if row else None,
+        "pairwise_accuracy": current.metrics.get("pairwise_accuracy") if current else None,
+        "mae": current.metrics.get("mae") if current else None,
+        "metrics": dict(current.metrics) if current else None,
         "feature_version": fx.FEATURE_VERSION,
     }
