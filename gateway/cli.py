@@ -190,8 +190,9 @@ def ml_train_reward(
     progress, and make it the current version (what POST /ml/reward/train does)."""
     from ml_service.resources import Resources
     from ml_service.reward import flows as reward
+    from shared.wire.ml import RewardTrainResponse
 
-    async def work(settings: Settings) -> dict[str, Any]:
+    async def work(settings: Settings) -> RewardTrainResponse:
         resources = Resources(settings)
         last = [0]
 
@@ -210,9 +211,9 @@ def ml_train_reward(
             await resources.close()
 
     result = _run(work)
-    accuracy, mae = result.get("pairwise_accuracy"), result.get("mae")
+    accuracy, mae = result.pairwise_accuracy, result.mae
     typer.echo(
-        f"reward model {result['version']}: {result['n_samples']} samples, held-out pairwise "
+        f"reward model {result.version}: {result.n_samples} samples, held-out pairwise "
         f"accuracy {'-' if accuracy is None else f'{accuracy:.3f}'}, "
         f"MAE {'-' if mae is None else f'{mae:.3f}'}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -20,9 +21,14 @@ from ml_service.optimizer import observations, studies, suggestions
 from ml_service.optimizer.health import service_health
 from ml_service.resources import Resources
 from ml_service.reward import flows as reward
-from shared.wire.ml import SuggestRequest, UpdateRequest
+from shared.wire.ml import SearchSpaceResponse, SuggestRequest, UpdateRequest
 
 CLIENT_GONE = 499  # never seen by anyone: the client has disconnected
+
+
+def _json(body: BaseModel, status_code: int = 200) -> JSONResponse:
+    """A wire model as the JSON body: every field, nulls included, in the model's order."""
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code)
 
 
 def _resources(request: Request) -> Resources:
@@ -39,12 +45,13 @@ def _authorized(request: Request) -> Resources:
 async def health(request: Request) -> Response:
     resources = _resources(request)
     result = await service_health(resources.pool, resources.work)
-    return JSONResponse(result, status_code=200 if result["status"] == "ok" else 503)
+    return _json(result, status_code=200 if result.status == "ok" else 503)
 
 
 async def search_space(request: Request) -> Response:
     resources = _authorized(request)
-    return JSONResponse({"search_space": resources.search_space.to_json()})
+    space = resources.search_space.to_json()
+    return _json(SearchSpaceResponse.model_validate({"search_space": space}))
 
 
 async def suggest_parameters(request: Request) -> Response:
@@ -79,7 +86,7 @@ async def suggest_parameters(request: Request) -> Response:
     )
     if result is None:
         return Response(status_code=CLIENT_GONE)
-    return JSONResponse(result)
+    return _json(result)
 
 
 async def update_model(request: Request) -> Response:
@@ -88,7 +95,7 @@ async def update_model(request: Request) -> Response:
     result = await observations.update_model(
         await resources.pool(), resources.work, resources.images, parsed.study, parsed.observations
     )
-    return JSONResponse(result)
+    return _json(result)
 
 
 async def best(request: Request) -> Response:
@@ -98,7 +105,7 @@ async def best(request: Request) -> Response:
     result = await best_flow.best_parameters(
         await resources.pool(), resources.work, study, fresh=fresh
     )
-    return JSONResponse(result)
+    return _json(result)
 
 
 async def delete_study(request: Request) -> Response:
@@ -106,14 +113,14 @@ async def delete_study(request: Request) -> Response:
     study = study_name(request.path_params["study"])
     force = flag(request, "force")
     result = await studies.delete_study(await resources.pool(), resources.work, study, force=force)
-    return JSONResponse(result)
+    return _json(result)
 
 
 async def reward_train(request: Request) -> Response:
     resources = _authorized(request)
     body = await json_body(request)
     study = study_name(body.get("study") or request.query_params.get("study"))
-    return JSONResponse(await reward.train(await resources.pool(), resources.reward, study))
+    return _json(await reward.train(await resources.pool(), resources.reward, study))
 
 
 async def reward_score(request: Request) -> Response:
@@ -126,13 +133,13 @@ async def reward_score(request: Request) -> Response:
     result = await reward.score(
         await resources.pool(), resources.reward, resources.images, study, candidates
     )
-    return JSONResponse(result)
+    return _json(result)
 
 
 async def reward_status(request: Request) -> Response:
     resources = _authorized(request)
     study = study_name(request.query_params.get("study"))
-    return JSONResponse(await reward.status(await resources.pool(), study))
+    return _json(await reward.status(await resources.pool(), study))
 
 
 ROUTES: list[BaseRoute] = [

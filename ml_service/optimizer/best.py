@@ -10,18 +10,18 @@ import asyncpg
 from ml_service.optimizer.facade import data_key, needs_model, observed_best
 from ml_service.optimizer.suggestion_work import SuggestionWork
 from ml_service.repositories import observations as observations_repo
-from shared.wire.ml import BestForApi
+from shared.wire.ml import BestForApi, BestResponse
 
 
 async def best_parameters(
     pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, *, fresh: bool = False
-) -> dict[str, Any]:
+) -> BestResponse:
     """Per API, the best parameters tried by the model's posterior mean. Never waits behind GP
     work: the last fit's answer when it is for today's data; a fit now when the GP is idle;
     else the last fit's answer however old (or the observed best), a refit in the background,
     and ``fitted_observations`` / ``model_age_seconds`` say what it is based on. ``fresh``:
     wait for a fit on today's data instead, through the GP queue (``Busy`` when it is full)."""
-    out: dict[str, Any] = {}
+    out: dict[str, BestForApi] = {}
     async with pool.acquire() as conn:
         loaded = {
             api: await observations_repo.load_observations(conn, study, api)
@@ -53,5 +53,5 @@ async def best_parameters(
             importance=found.importance,
             fitted_observations=fitted,
             model_age_seconds=None if age is None else round(age, 3),
-        ).model_dump()
-    return {"study": study, "best": out}
+        )
+    return BestResponse(study=study, best=out)

@@ -12,11 +12,12 @@ from ml_service import __version__
 from ml_service.optimizer.suggestion_work import SuggestionWork
 from ml_service.repositories import observations as observations_repo
 from shared.errors import DatabaseUnavailable
+from shared.wire.ml import GPState, HealthResponse
 
 
 async def service_health(
     open_pool: Callable[[], Awaitable[asyncpg.Pool[Any]]], work: SuggestionWork
-) -> dict[str, Any]:
+) -> HealthResponse:
     """Never raises for a database that is down: it says so (``status: degraded``)."""
     database, counts = "ok", 0
     try:
@@ -25,13 +26,13 @@ async def service_health(
             counts = await observations_repo.total_observations(conn)
     except (DatabaseUnavailable, OSError) as exc:
         database = f"unreachable: {exc}"
-    return {
-        "status": "ok" if database == "ok" else "degraded",
-        "service": "latina-ml",
-        "version": __version__,
-        "database": database,
-        "apis": work.optimizer.space.apis,
-        "n_observations": counts,
-        "models": work.optimizer.model_state(),
-        "gp": work.gp.state(),
-    }
+    return HealthResponse(
+        status="ok" if database == "ok" else "degraded",
+        service="latina-ml",
+        version=__version__,
+        database=database,
+        apis=work.optimizer.space.apis,
+        n_observations=counts,
+        models=work.optimizer.model_state(),
+        gp=GPState.model_validate(work.gp.state()),
+    )

@@ -19,7 +19,7 @@ from ml_service.optimizer.validation import check_observation
 from ml_service.repositories import features as features_repo
 from ml_service.repositories import observations as observations_repo
 from ml_service.repositories import studies as studies_repo
-from shared.wire.ml import BestForApi, ObservationIn
+from shared.wire.ml import BestForApi, ObservationIn, UpdateResponse
 
 
 def _as_stored(obs: ObservationIn) -> observations_repo.Observation:
@@ -76,7 +76,7 @@ async def update_model(
     images: ImageWork,
     study: str,
     observations: list[ObservationIn],
-) -> dict[str, Any]:
+) -> UpdateResponse:
     """Store the observations (and the features of any images they carry) durably, in one
     transaction, before answering."""
     space = work.optimizer.space
@@ -108,7 +108,7 @@ async def update_model(
                     details={"observation_id": stored.observation_id},
                 )
         counts = await observations_repo.count_observations(conn, study)
-        best = {}
+        best: dict[str, BestForApi] = {}
         for api in space.apis:
             rows = await observations_repo.load_observations(conn, study, api)
             found = observed_best(rows) if rows else None
@@ -118,11 +118,11 @@ async def update_model(
                 uncertainty=None,
                 n_observations=len(rows),
                 source="observed" if found else "none",
-            ).model_dump()
+            )
     for api in {o.api for o in observations}:
         precompute_later(pool, work, study, api)
-    return {
-        "updated": True,
-        "n_observations": {api: counts.get(api, 0) for api in space.apis},
-        "best": best,
-    }
+    return UpdateResponse(
+        updated=True,
+        n_observations={api: counts.get(api, 0) for api in space.apis},
+        best=best,
+    )

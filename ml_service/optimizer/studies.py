@@ -9,11 +9,12 @@ import asyncpg
 from ml_service.errors import Conflict, NotFound
 from ml_service.optimizer.suggestion_work import SuggestionWork
 from ml_service.repositories import studies as studies_repo
+from shared.wire.ml import StudyDeleted
 
 
 async def delete_study(
     pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, *, force: bool
-) -> dict[str, Any]:
+) -> StudyDeleted:
     if study == "default" and not force:
         raise Conflict(
             "the default study holds the gateway's data; add ?force=true to delete it",
@@ -25,4 +26,4 @@ async def delete_study(
         raise NotFound(f"no study named {study!r}", code="study_not_found")
     work.optimizer.forget(study)
     work.forget(study)
-    return {"deleted": study}
+    return StudyDeleted(deleted=study)

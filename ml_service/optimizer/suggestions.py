@@ -17,7 +17,7 @@ from ml_service.repositories import studies as studies_repo
 from ml_service.repositories import suggestions as suggestions_repo
 from ml_service.telemetry import record_timings
 from shared.db.pool import Conn
-from shared.wire.ml import Suggestion
+from shared.wire.ml import Suggestion, SuggestResponse
 
 
 def new_suggestion_id() -> str:
@@ -175,7 +175,7 @@ async def suggest_parameters(
     *,
     count: dict[str, int] | None = None,
     deadline: float | None = None,
-) -> dict[str, Any]:
+) -> SuggestResponse:
     """``count[api]`` (default 1) distinct suggestions per API, grouped by API in the order of
     ``apis``. ``deadline`` (``time.monotonic()``): the caller's; GP work still queued when it
     passes is dropped (``DeadlineExceeded``)."""
@@ -195,16 +195,15 @@ async def suggest_parameters(
     answers = await asyncio.gather(
         *(suggest_for(pool, work, study, api, counts.get(api, 1), deadline) for api in apis)
     )
-    suggestions = [s.model_dump() for batch in answers for s in batch]
     for api in apis:
         # the next request should find one ready, computed with these as pending
         precompute_later(pool, work, study, api)
     async with pool.acquire() as conn:
         n = await observations_repo.count_observations(conn, study)
-    return {
-        "suggestions": suggestions,
-        "n_observations": {api: n.get(api, 0) for api in work.optimizer.space.apis},
-    }
+    return SuggestResponse(
+        suggestions=[s for batch in answers for s in batch],
+        n_observations={api: n.get(api, 0) for api in work.optimizer.space.apis},
+    )
 
 
 async def precompute(pool: asyncpg.Pool[Any], work: SuggestionWork, study: str, api: str) -> bool:

@@ -25,6 +25,12 @@ from ml_service.repositories import reward_models as reward_models_repo
 from ml_service.reward import model as rm
 from shared.search_space import SearchSpace
 from shared.storage import ObjectStore
+from shared.wire.ml import (
+    RewardScore,
+    RewardScoreResponse,
+    RewardStatusResponse,
+    RewardTrainResponse,
+)
 
 log = logging.getLogger("latina.ml.reward")
 Progress = Callable[[int, int, float], None]
@@ -64,7 +70,7 @@ def _key(study: str, version: str) -> str:
 
 async def train(
     pool: asyncpg.Pool[Any], models: RewardModels, study: str, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> RewardTrainResponse:
     """Fit a new version on every observation with features and make it current."""
     async with models.lock:
         samples = await _samples(pool, study)
@@ -93,7 +99,16 @@ async def train(
             )
         models.loaded[study] = model
     log.info("reward model trained", extra={"study": study, "version": model.version, **metrics})
-    return {"study": study, "version": model.version, "n_samples": len(samples), **metrics}
+    return RewardTrainResponse(
+        study=study,
+        version=model.version,
+        n_samples=len(samples),
+        n_train=model.metrics.n_train,
+        n_test=model.metrics.n_test,
+        pairwise_accuracy=model.metrics.pairwise_accuracy,
+        mae=model.metrics.mae,
+        pairs_tested=model.metrics.pairs_tested,
+    )
 
 
 async def _current(pool: asyncpg.Pool[Any], models: RewardModels, study: str) -> rm.RewardModel:
@@ -152,7 +167,7 @@ async def score(
     images: ImageWork,
     study: str,
     candidates: list[Any],
-) -> dict[str, Any]:
+) -> RewardScoreResponse:
     """The current model's predicted rating and uncertainty for each candidate image."""
     if not 1 <= len(candidates) <= 50:
         raise InvalidInput("send 1 to 50 candidates", code="invalid_candidates")
@@ -168,34 +183,34 @@ async def score(
         predictions = await asyncio.to_thread(model.predict, scored)
     except ValueError as exc:
         raise InvalidInput(str(exc), code="invalid_candidate") from exc
-    return {
-        "study": study,
-        "version": model.version,
-        "scores": [
-            {
-                "id": cid,
-                "predicted_rating": round(p.rating, 3),
-                "uncertainty": round(p.uncertainty, 3),
-            }
+    return RewardScoreResponse(
+        study=study,
+        version=model.version,
+        scores=[
+            RewardScore(
+                id=cid,
+                predicted_rating=round(p.rating, 3),
+                uncertainty=round(p.uncertainty, 3),
+            )
             for (cid, *_), p in zip(parsed, predictions, strict=True)
         ],
-    }
+    )
 
 
-async def status(pool: asyncpg.Pool[Any], study: str) -> dict[str, Any]:
+async def status(pool: asyncpg.Pool[Any], study: str) -> RewardStatusResponse:
     """The current model's version and held-out quality, and how much data there is."""
     async with pool.acquire() as conn:
         current = await reward_models_repo.current_version(conn, study)
         with_features = await features_repo.count_features(conn, study, fx.FEATURE_VERSION)
-    return {
-        "study": study,
-        "trained": current is not None,
-        "version": current.version if current else None,
-        "trained_at": current.trained_at.isoformat() if current else None,
-        "samples": current.n_samples if current else 0,
-        "samples_with_features": int(with_features),
-        "pairwise_accuracy": current.metrics.get("pairwise_accuracy") if current else None,
-        "mae": current.metrics.get("mae") if current else None,
-        "metrics": dict(current.metrics) if current else None,
-        "feature_version": fx.FEATURE_VERSION,
-    }
+    return RewardStatusResponse(
+        study=study,
+        trained=current is not None,
+        version=current.version if current else None,
+        trained_at=current.trained_at.isoformat() if current else None,
+        samples=current.n_samples if current else 0,
+        samples_with_features=int(with_features),
+        pairwise_accuracy=current.metrics.get("pairwise_accuracy") if current else None,
+        mae=current.metrics.get("mae") if current else None,
+        metrics=dict(current.metrics) if current else None,
+        feature_version=fx.FEATURE_VERSION,
+    )
