@@ -2,8 +2,8 @@
 
 Decoding and comparing images is CPU work in NumPy and Pillow with much Python between the
 array operations; in a thread of the service it holds the interpreter lock often enough to slow
-every request on the event loop (an ML update without images waited hundreds of milliseconds
-behind the features of another one). So, like GP work (``optimizer.workers``), it runs in worker
+every request on the event loop (an ML update without images waited behind the features of
+another one). So, like GP work (``optimizer.workers``), it runs in worker
 processes (``ML_IMAGE_WORKERS``; one per core, at most 4, when unset) at the GP workers' lower
 priority, each taking a contiguous share of a request's images (an upload's candidates share
 their original, prepared once per share). On Lambda (``ML_IMAGE_WORKERS=0``) it runs in a thread.
