@@ -85,6 +85,7 @@ lint: python-env
 	$(BIN)/ruff check gateway ml_service shared latina_cli tests infra
 	$(BIN)/ruff format --check gateway ml_service shared latina_cli tests infra
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 migrate: python-env
 	$(BIN)/latina migrate
