@@ -1,1 +1,2 @@
-"""Bayesian optimisation: the GP core, its facade, the GP workers and the suggestion flows."""
+"""Bayesian optimisation: the GP core, its dict facade, the GP worker queue, and the flows over
+them (suggest, record observations, best, studies, health)."""
