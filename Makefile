@@ -82,8 +82,8 @@ test-unit: python-env
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: python-env
-	$(BIN)/ruff check gateway ml_service shared tests infra
-	$(BIN)/ruff format --check gateway ml_service shared tests infra
+	$(BIN)/ruff check gateway ml_service shared latina_cli tests infra
+	$(BIN)/ruff format --check gateway ml_service shared latina_cli tests infra
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

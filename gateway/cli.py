@@ -1,4 +1,4 @@
-"""``latina``: the operations command line."""
+"""The gateway's part of the ``latina`` command line: database, users, worker, local stack."""
 
 from __future__ import annotations
 
@@ -24,8 +24,6 @@ users_app = typer.Typer(
     help="Trainer and admin accounts and their API tokens.", no_args_is_help=True
 )
 app.add_typer(users_app, name="users")
-ml_app = typer.Typer(help="The ML service.", no_args_is_help=True)
-app.add_typer(ml_app, name="ml")
 
 T = TypeVar("T")
 _SECRET_FIELDS = {
@@ -161,59 +159,6 @@ def show_settings() -> None:
     for key, value in settings.model_dump().items():
         shown = "***" if key in _SECRET_FIELDS and value else value
         typer.echo(f"{key.upper()}={'' if shown is None else shown}")
-
-
-@ml_app.command("serve")
-def ml_serve(
-    host: Annotated[str | None, typer.Option(help="bind address (default ML_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default ML_PORT, 8001)")] = None,
-) -> None:
-    """Run the ML service with uvicorn (what `make run` starts on 8001)."""
-    import uvicorn
-
-    settings = _settings()
-    uvicorn.run(
-        "ml_service.app:app_from_environment",
-        factory=True,
-        host=host or settings.ml_host,
-        port=port or settings.ml_port,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-
-
-@ml_app.command("train-reward")
-def ml_train_reward(
-    study: Annotated[str, typer.Option(help="the study whose observations to learn from")] = "",
-) -> None:
-    """Train the phase-2 reward model on every observation with image features, showing
-    progress, and make it the current version (what POST /ml/reward/train does)."""
-    from ml_service import reward
-    from ml_service.resources import Resources
-
-    async def work(settings: Settings) -> dict[str, Any]:
-        resources = Resources(settings)
-        last = [0]
-
-        def progress(epoch: int, epochs: int, loss: float) -> None:
-            percent = 100 * epoch // epochs
-            if percent >= last[0] + 10 or epoch == epochs:
-                last[0] = percent
-                typer.echo(f"  epoch {epoch:>4}/{epochs}  ({percent:3d}%)  loss {loss:.4f}")
-
-        try:
-            typer.echo(f"training the reward model of study {study or settings.ml_study!r} ...")
-            return await reward.train(resources, study or settings.ml_study, progress)
-        finally:
-            await resources.close()
-
-    result = _run(work)
-    accuracy, mae = result.get("pairwise_accuracy"), result.get("mae")
-    typer.echo(
-        f"reward model {result['version']}: {result['n_samples']} samples, held-out pairwise "
-        f"accuracy {'-' if accuracy is None else f'{accuracy:.3f}'}, "
-        f"MAE {'-' if mae is None else f'{mae:.3f}'}"
-    )
 
 
 @app.command()

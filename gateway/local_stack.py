@@ -113,7 +113,8 @@ def run_local_stack(settings: Settings) -> int:
     env.setdefault("MIGRATE_ON_START", "false")
     # the gateway talks to the ML service this stack starts, wherever ML_PORT put it
     env["ML_SERVICE_URL"] = f"http://{settings.ml_host}:{settings.ml_port}"
-    ml = subprocess.Popen([sys.executable, "-m", "gateway.cli", "ml", "serve"], env=env)
+    # the ML service's own command line (``latina ml serve``), without the gateway's code
+    ml = subprocess.Popen([sys.executable, "-m", "ml_service.cli", "serve"], env=env)
     gateway = _uvicorn(
         "gateway.app:app_from_environment", settings.gateway_host, settings.gateway_port, env
     )

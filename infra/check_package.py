@@ -27,7 +27,8 @@ REQUIRED = (
     "ui/node_modules/chart.js/dist/chart.umd.min.js",
     "gateway/web/templates/base.html",
 )
-FORBIDDEN_TOP = ("ml_service", "tests", "torch", "scipy", ".venv", "node_modules")
+# latina_cli composes both services for the command line: never part of a deployed package
+FORBIDDEN_TOP = ("ml_service", "latina_cli", "tests", "torch", "scipy", ".venv", "node_modules")
 SECRETS = {
     "DATABASE_URL",
     "LATINA_SECRET_KEY",

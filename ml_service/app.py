@@ -9,9 +9,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Router
 
+from ml_service.api.routes import ROUTES
 from ml_service.errors import STATUS_TABLE
 from ml_service.resources import Resources
-from ml_service.routes import ROUTES
 from ml_service.telemetry import enable_lambda_metrics
 from shared.aws.lambda_entry import use_lambda_log_format
 from shared.observability import HttpMetrics, RequestContextMiddleware, configure_logging

@@ -14,11 +14,14 @@ from typing import Any
 import asyncpg
 import torch
 
-from ml_service.bayes import BayesianOptimizer
-from ml_service.flows import SuggestionWork
-from ml_service.gp_work import GPWork, OptimizerConfig, default_workers
-from ml_service.image_work import ImageWork
-from ml_service.optimizer import AcquisitionConfig
+from ml_service.images.workers import ImageWork
+from ml_service.optimizer.facade import BayesianOptimizer
+from ml_service.optimizer.gp import AcquisitionConfig
+from ml_service.optimizer.suggestion_work import SuggestionWork
+from ml_service.optimizer.workers import GPWork, OptimizerConfig
+from ml_service.processes import default_workers
+from ml_service.reward.flows import RewardModels
+from ml_service.reward.model import TrainConfig
 from shared.db.pool import create_pool
 from shared.db.setup import database_dsn
 from shared.search_space import SearchSpace, load_search_space
@@ -64,8 +67,12 @@ class Resources:
         self._lock: asyncio.Lock | None = None
         self._store: ObjectStore | None = None
         self._store_stack = AsyncExitStack()
-        self.reward_lock = asyncio.Lock()  # one reward-model training at a time per process
-        self.reward_cache: dict[str, Any] = {}  # study -> (version, RewardModel)
+        self.reward = RewardModels(
+            self.search_space,
+            TrainConfig(members=settings.reward_members, epochs=settings.reward_epochs),
+            settings.reward_model_bucket,
+            self.store,
+        )
 
     async def store(self) -> ObjectStore:
         """The object store holding reward models, opened on first use."""

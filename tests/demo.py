@@ -134,7 +134,7 @@ def local_stack(folder: Path) -> Iterator[tuple[str, str]]:
     )
     lines: list[str] = []
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run"],
+        [sys.executable, "-m", "latina_cli", "run"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -90,3 +90,83 @@ class UpdateResponse(BaseModel):
     updated: bool
     n_observations: dict[str, int]
     best: dict[str, BestForApi]
+
+
+class BestResponse(BaseModel):
+    study: str
+    best: dict[str, BestForApi]
+
+
+class StudyDeleted(BaseModel):
+    deleted: str
+
+
+class SearchSpaceParameter(BaseModel):
+    name: str
+    type: Literal["float", "int"]
+    bounds: list[float | int]  # [low, high]; integers for an "int" parameter
+
+
+class SearchSpaceResponse(BaseModel):
+    search_space: dict[str, list[SearchSpaceParameter]]
+
+
+class GPState(BaseModel):
+    """The GP queue of the process that answered: ``processes`` (worker slots) or ``inline``."""
+
+    mode: Literal["processes", "inline"]
+    workers: int
+    running: int
+    queued: int
+    queue_limit: int
+    dropped: int
+    refused: int
+    completed: int
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    service: str
+    version: str
+    database: str  # "ok" or "unreachable: <why>"
+    apis: list[str]
+    n_observations: int
+    models: dict[str, int]  # "study/api" -> observations the cached model was fitted on
+    gp: GPState
+
+
+class RewardTrainResponse(BaseModel):
+    study: str
+    version: str
+    n_samples: int
+    # held-out quality (None when the held-out split had nothing to measure)
+    n_train: int
+    n_test: int
+    pairwise_accuracy: float | None
+    mae: float | None
+    pairs_tested: int
+
+
+class RewardScore(BaseModel):
+    id: str
+    predicted_rating: float
+    uncertainty: float
+
+
+class RewardScoreResponse(BaseModel):
+    study: str
+    version: str
+    scores: list[RewardScore]
+
+
+class RewardStatusResponse(BaseModel):
+    study: str
+    trained: bool
+    version: str | None
+    trained_at: str | None  # ISO 8601
+    samples: int
+    samples_with_features: int
+    pairwise_accuracy: float | None
+    mae: float | None
+    metrics: dict[str, float | int | None] | None
+    feature_version: str

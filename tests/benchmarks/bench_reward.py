@@ -6,8 +6,8 @@ per API, with parameters drawn uniformly from the search space and rendered by `
 with the seed prompt. A simulated trainer rates every option from the *image*: a hidden quality
 computed from the result and its original with measures of its own (CIELAB exposure, contrast,
 cast and chroma; clipping; acutance and noise against the original; gradient structure kept),
-not from ``feature_extraction`` and never from the parameters, which matter only through what
-they do to the picture. The trainer sees the upload beside the options (as in the trainer UI),
+not from the service's feature extractor and never from the parameters, which matter only through
+what they do to the picture. The trainer sees the upload beside the options (as in the trainer UI),
 so the true rating is how the result looks plus extra credit for the improvement over the
 original; a star rating is that + N(0, 0.5), rounded and clipped to 1..5.
 
@@ -42,8 +42,8 @@ from scipy import ndimage
 
 from gateway.providers.base import ApiName, RenderRequest
 from gateway.providers.local_engine import LocalEngine
-from ml_service import feature_extraction
-from ml_service.reward_model import (
+from ml_service.images import features as fx
+from ml_service.reward.model import (
     Candidate,
     RewardModel,
     Sample,
@@ -65,7 +65,7 @@ MIN_GAP = 1.0
 TARGET_ACCURACY = 0.85
 DATA_SEED = 7
 HELD_OUT_SEED_OFFSET = 1_000_000  # held-out uploads come from seeds no training upload uses
-# (width, height): landscape, square and portrait, all under feature_extraction's 512 px.
+# (width, height): landscape, square and portrait, all under the feature extractor's 512 px.
 SIZES = ((320, 240), (384, 288), (360, 240), (448, 336), (288, 288), (256, 320), (300, 400))
 
 
@@ -329,7 +329,7 @@ def rated_upload(upload: int, keep_images: bool = False) -> list[RatedOption]:
         return result.image, time.perf_counter() - started
 
     base_view = look(original, original)
-    base_pixels = feature_extraction.decode(original)
+    base_pixels = fx.decode(original)
     options = []
     for request in requests:
         image, seconds = asyncio.run(render(request))
@@ -339,7 +339,7 @@ def rated_upload(upload: int, keep_images: bool = False) -> list[RatedOption]:
                 upload=upload,
                 api=request.api,
                 parameters=request.parameters,
-                features=feature_extraction.extract(feature_extraction.decode(image), base_pixels),
+                features=fx.extract(fx.decode(image), base_pixels),
                 true=true,
                 stars=star_rating(true, rng),
                 render_seconds=seconds,
@@ -501,7 +501,7 @@ def scoring_throughput(model: RewardModel, held_out: Sequence[RatedOption]) -> l
     started = time.perf_counter()
     for o in images:
         assert o.image is not None and o.original is not None
-        features = feature_extraction.extract_bytes(o.image, o.original)
+        features = fx.extract_bytes(o.image, o.original)
         model.predict([Candidate(features, o.api, o.parameters)])
     end_to_end = len(images) / (time.perf_counter() - started)
 

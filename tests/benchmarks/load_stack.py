@@ -1,6 +1,6 @@
 """The system as ``make run`` starts it, for the load benchmark (``bench_load``).
 
-``python -m gateway.cli run`` (what ``make run`` runs) with ``DATABASE_URL`` set to a fresh
+``python -m latina_cli run`` (what ``make run`` runs) with ``DATABASE_URL`` set to a fresh
 database on an embedded PostgreSQL of the benchmark's own (a temporary folder, a Unix socket:
 never a server on port 5432). It applies the migrations and starts the ML service and the
 gateway as two uvicorn processes on free loopback ports, with the job worker inside the gateway.
@@ -274,7 +274,7 @@ async def running_stack(
         log = ServerLog(home / "services.log")
         with log.path.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run"],
+                [sys.executable, "-m", "latina_cli", "run"],
                 env=_environment(chosen),
                 cwd=PROJECT_ROOT,
                 stdout=sink,

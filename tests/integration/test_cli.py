@@ -23,7 +23,7 @@ def latina(*args: str, database_url: str, data_dir: Path) -> subprocess.Complete
         "MIGRATE_ON_START": "false",
     }
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "latina_cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -126,3 +126,27 @@ async def test_users_get_an_argon2_password_for_the_browser_login(
         data_dir=tmp_path,
     )
     assert missing.returncode == 1 and "no user named" in missing.stderr
+
+
+def test_latina_has_the_gateway_commands_and_the_ml_service_under_ml(tmp_path: Path) -> None:
+    top = latina("--help", database_url="", data_dir=tmp_path)
+    ml = latina("ml", "--help", database_url="", data_dir=tmp_path)
+    assert top.returncode == 0 and ml.returncode == 0, top.stderr + ml.stderr
+    for command in ("migrate", "users", "worker", "run", "ml"):
+        assert f" {command} " in top.stdout
+    assert " serve " in ml.stdout and " train-reward " in ml.stdout
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """``latina users ...`` must not pay for PyTorch: only ``latina ml train-reward`` loads it."""
+    probe = "import sys, latina_cli.cli; print(sorted({'torch', 'botorch'} & set(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+async def test_ml_train_reward_without_data_says_why(database_url: str, tmp_path: Path) -> None:
+    result = latina("ml", "train-reward", database_url=database_url, data_dir=tmp_path)
+    assert result.returncode == 1
+    assert "cannot train the reward model yet" in result.stderr

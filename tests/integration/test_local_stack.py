@@ -37,7 +37,7 @@ class Stack:
         self.ml = f"http://127.0.0.1:{ml_port}"
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run"],
+            [sys.executable, "-m", "latina_cli", "run"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -26,7 +26,7 @@ def start(database_url: str, port: int) -> subprocess.Popen[bytes]:
         "ML_PORT": str(port),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "ml", "serve"],
+        [sys.executable, "-m", "latina_cli", "ml", "serve"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

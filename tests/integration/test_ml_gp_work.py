@@ -21,9 +21,9 @@ from starlette.applications import Starlette
 
 from ml_service.app import create_app
 from ml_service.errors import Busy, DeadlineExceeded
-from ml_service.feature_extraction import extract_bytes
-from ml_service.gp_work import GPWork, OptimizerConfig, _ready
-from ml_service.optimizer import AcquisitionConfig
+from ml_service.images.features import extract_bytes
+from ml_service.optimizer.gp import AcquisitionConfig
+from ml_service.optimizer.workers import GPWork, OptimizerConfig, _ready
 from shared.priority import BACKGROUND_NICE
 from shared.settings import Settings
 from tests.conftest import ML_TOKEN
@@ -441,8 +441,8 @@ async def test_the_service_with_worker_processes_suggests_and_answers_best(
 
 KILLED_SERVICE = """
 import asyncio, os, sys
-from ml_service.gp_work import GPWork, OptimizerConfig, _ready
-from ml_service.bayes import BayesianOptimizer
+from ml_service.optimizer.workers import GPWork, OptimizerConfig, _ready
+from ml_service.optimizer.facade import BayesianOptimizer
 from shared.search_space import load_search_space
 
 async def main():

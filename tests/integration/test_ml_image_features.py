@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 from PIL import Image, ImageFilter
 
-from ml_service import feature_extraction as fx
+from ml_service.images import features as fx
 from tests.conftest import ML_TOKEN
 from tests.images import interior
 

@@ -13,7 +13,7 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from ml_service.app import create_app
-from ml_service.optimizer import AcquisitionConfig
+from ml_service.optimizer.gp import AcquisitionConfig
 from shared.search_space import load_search_space
 from shared.settings import Settings
 from tests.conftest import ML_TOKEN

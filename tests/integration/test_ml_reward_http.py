@@ -153,7 +153,7 @@ async def test_the_cli_trains_with_progress(
 
     await feed(ml_client, 12)
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "ml", "train-reward"],
+        [sys.executable, "-m", "latina_cli", "ml", "train-reward"],
         env={
             **os.environ,
             "DATABASE_URL": database_url,

@@ -12,7 +12,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from gateway.providers.base import RenderRequest
 from gateway.providers.local_engine import LocalEngine
-from ml_service.feature_extraction import (
+from ml_service.images.features import (
     FEATURE_NAMES,
     FEATURE_VERSION,
     decode,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ml_service.optimizer import InteriorMean, fit_model, posterior_best
+from ml_service.optimizer.gp import InteriorMean, fit_model, posterior_best
 
 BOUNDS = torch.tensor([[0.0, 10.0], [1.0, 30.0]], dtype=torch.float64)
 

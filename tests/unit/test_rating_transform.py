@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ml_service.optimizer import normal_scores, to_rating
+from ml_service.optimizer.gp import normal_scores, to_rating
 
 
 def ratings(*values: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ml_service.reward_model import (
+from ml_service.reward.model import (
     Candidate,
     Metrics,
     RewardModel,

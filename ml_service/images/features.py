@@ -1,4 +1,7 @@
-"""Deterministic image features for the reward model: NumPy, Pillow and SciPy, nothing downloaded.
+"""Deterministic image features for the reward model; long, as each feature's definition sits here.
+
+NumPy, Pillow and SciPy, nothing downloaded; the definitions below are the contract of the
+stored vectors (``FEATURE_VERSION``), so they live beside the code that computes them.
 
 ``extract(result, original)`` returns one float32 vector, ``FEATURE_NAMES`` in order. The first
 eighteen entries describe the result alone; the rest compare it with the original it was made

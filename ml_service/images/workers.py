@@ -2,11 +2,11 @@
 
 Decoding and comparing images is CPU work in NumPy and Pillow with much Python between the
 array operations; in a thread of the service it holds the interpreter lock often enough to slow
-every request on the event loop (an ML update without images waited hundreds of milliseconds
-behind the features of another one). So, like GP work (``gp_work``), it runs in worker processes
-(``ML_IMAGE_WORKERS``; one per core, at most 4, when unset) at the GP workers' lower priority,
-each taking a contiguous share of a request's images (an upload's candidates share their
-original, prepared once per share). On Lambda (``ML_IMAGE_WORKERS=0``) it runs in a thread.
+every request on the event loop (an ML update without images waited behind the features of
+another one). So, like GP work (``optimizer.workers``), it runs in worker
+processes (``ML_IMAGE_WORKERS``; one per core, at most 4, when unset) at the GP workers' lower
+priority, each taking a contiguous share of a request's images (an upload's candidates share
+their original, prepared once per share). On Lambda (``ML_IMAGE_WORKERS=0``) it runs in a thread.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ml_service import feature_extraction as fx
-from ml_service.gp_work import background_worker, shut_down, spawn_pool
+from ml_service.images import features as fx
+from ml_service.processes import background_worker, shut_down, spawn_pool
 from shared.errors import InvalidInput, LatinaError
 
 
@@ -39,7 +39,7 @@ Item = tuple[bytes, bytes | None]  # an image and the original it was made from,
 
 
 def features_of(items: Sequence[Item]) -> list[fx.F32 | Failure]:
-    """Each item's feature vector (``feature_extraction.extract``) or why not; an original
+    """Each item's feature vector (``features.extract``) or why not; an original
     shared by several items is prepared once."""
     originals: dict[bytes, fx.Reference] = {}
     out: list[fx.F32 | Failure] = []

@@ -1,4 +1,7 @@
-"""The reward model: a small PyTorch ensemble that predicts a 1-5 rating for a rendered candidate.
+"""The reward model, a PyTorch ensemble rating a candidate 1-5 (long: one format, fit and use).
+
+The encoder, the batched ensemble weights, training, held-out evaluation and the stored format
+share private tensors and change together (a saved model must load in the code that made it).
 
 Inputs per candidate (``1 x d``): the image features standardized with the training split's mean
 and std, each API's parameters scaled to [0, 1] by the search-space bounds (the other APIs'

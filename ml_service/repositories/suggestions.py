@@ -1,4 +1,4 @@
-"""The ML service's data in PostgreSQL (schema ``ml``): studies, observations, suggestions."""
+"""Suggestions (``ml.suggestions``): handed out (pending until observed) or precomputed."""
 
 from __future__ import annotations
 
@@ -6,16 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.db.pool import Conn
-
-
-@dataclass(frozen=True)
-class Observation:
-    observation_id: str
-    suggestion_id: str | None
-    api: str
-    parameters: dict[str, Any]
-    rating: int
-    prompt_version: str | None
 
 
 @dataclass(frozen=True)
@@ -27,81 +17,9 @@ class StoredSuggestion:
     n_observations: int
 
 
-async def ensure_study(conn: Conn, study: str) -> None:
-    await conn.execute(
-        "INSERT INTO ml.studies (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", study
-    )
-
-
-async def delete_study(conn: Conn, study: str) -> bool:
-    result = await conn.execute("DELETE FROM ml.studies WHERE name = $1", study)
-    return result != "DELETE 0"
-
-
 async def lock_api(conn: Conn, study: str, api: str) -> None:
     """Serialise suggestion work for one (study, api) across processes, until commit."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"ml:{study}:{api}")
-
-
-async def insert_observations(
-    conn: Conn, study: str, observations: list[Observation]
-) -> list[Observation]:
-    """Insert new observations; return the stored rows of the ones that already existed."""
-    existing: list[Observation] = []
-    for obs in observations:
-        inserted = await conn.fetchval(
-            """
-            INSERT INTO ml.observations
-                (study, observation_id, suggestion_id, api, parameters, rating, prompt_version)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (study, observation_id) DO NOTHING
-            RETURNING id
-            """,
-            study,
-            obs.observation_id,
-            obs.suggestion_id,
-            obs.api,
-            obs.parameters,
-            obs.rating,
-            obs.prompt_version,
-        )
-        if inserted is None:
-            row = await conn.fetchrow(
-                "SELECT observation_id, suggestion_id, api, parameters, rating, prompt_version"
-                " FROM ml.observations WHERE study = $1 AND observation_id = $2",
-                study,
-                obs.observation_id,
-            )
-            assert row is not None
-            existing.append(Observation(**dict(row)))
-        elif obs.suggestion_id:
-            await conn.execute(
-                "UPDATE ml.suggestions SET observed_at = now()"
-                " WHERE id = $1 AND study = $2 AND observed_at IS NULL",
-                obs.suggestion_id,
-                study,
-            )
-    return existing
-
-
-async def load_observations(conn: Conn, study: str, api: str) -> list[tuple[dict[str, Any], int]]:
-    rows = await conn.fetch(
-        "SELECT parameters, rating FROM ml.observations WHERE study = $1 AND api = $2 ORDER BY id",
-        study,
-        api,
-    )
-    return [(r["parameters"], r["rating"]) for r in rows]
-
-
-async def count_observations(conn: Conn, study: str) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT api, count(*) AS n FROM ml.observations WHERE study = $1 GROUP BY api", study
-    )
-    return {r["api"]: int(r["n"]) for r in rows}
-
-
-async def total_observations(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM ml.observations"))
 
 
 async def pending_parameters(
@@ -204,36 +122,3 @@ async def discard_precomputed_before(conn: Conn, study: str, api: str, oldest: i
         api,
         oldest,
     )
-
-
-async def insert_features(
-    conn: Conn,
-    study: str,
-    observation_id: str,
-    group_id: str,
-    feature_version: str,
-    vector: list[float],
-) -> None:
-    """The image features of an observation (a repeat keeps the first)."""
-    await conn.execute(
-        """
-        INSERT INTO ml.observation_features
-            (study, observation_id, group_id, feature_version, features)
-        VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (study, observation_id) DO NOTHING
-        """,
-        study,
-        observation_id,
-        group_id,
-        feature_version,
-        vector,
-    )
-
-
-async def count_features(conn: Conn, study: str, feature_version: str) -> int:
-    value = await conn.fetchval(
-        "SELECT count(*) FROM ml.observation_features WHERE study = $1 AND feature_version = $2",
-        study,
-        feature_version,
-    )
-    return int(value)

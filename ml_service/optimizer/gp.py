@@ -2,14 +2,14 @@
 
 One ``SingleTaskGP`` per API (float64, ``Normalize`` inputs, ``Standardize`` outcomes), fitted
 with ``fit_gpytorch_mll`` and optimised with a pending-aware log-EI acquisition. A separate GP per
-API, not a mixed categorical GP: the latter was measured 10-30x slower to fit on these machines.
+API, not a mixed categorical GP: the latter fits many times slower.
 
 The kernel is a scaled Matern-5/2 with per-parameter lengthscales and Gamma priors (lengthscale
 Gamma(3, 6), i.e. about half the normalised range; outputscale Gamma(2, 0.15); noise
 Gamma(1.1, 0.05)). BoTorch's current default prior favours lengthscales of several times the
-range, which over 20 noisy 1-5 ratings models a near-linear trend and sends the search to the
-bounds; on the benchmark's simulated rater these priors cut the simple regret at 20 samples from
-1.22 to 0.93-0.97 (30 seeds, in-process; ``make bench`` measures it through HTTP).
+range, which over a few dozen noisy 1-5 ratings models a near-linear trend and sends the search
+to the bounds; these priors lower the simple regret on the benchmark's simulated rater
+(``make bench`` measures it).
 
 The GP sees normal scores of the ratings (ranks, ties sharing their average, through the normal
 quantile function) rather than the ratings: a few high ratings among many at the floor then stand
@@ -19,12 +19,11 @@ to rating units, piecewise-linearly between the ratings seen, for ``posterior_be
 The prior mean is not a constant but ``InteriorMean``: a constant minus a learned, per-parameter
 curvature times the squared distance from the middle of the range. The search space's bounds are
 set around each API's useful settings (defaults mid-range), so a rating is a priori no better at
-a bound than inside. With a constant mean, a few chance 2-star ratings at the edge of a 4-D box
-held the search at that bound for the rest of a run (one coordinate at its minimum for 15 of 20
-samples); the curvature, which the fit can shrink to ~0 when the data disagree, ends that. On the
-benchmark's rater it cut the simple regret at 20 samples from 1.14 to 0.61 (40 seeds, paired), and
-on a variant of that rater with both optima moved off-centre and the decoy at the centre from 1.47
-to 0.92 (10 seeds): it is the boundary it fixes, not a bet on the centre.
+a bound than inside. With a constant mean, a few chance low ratings at the edge of the box held
+the search at that bound for the rest of a run; the curvature, which the fit can shrink to ~0 when
+the data disagree, ends that. It lowers the simple regret on the benchmark's rater and also on a
+variant with both optima moved off-centre and a decoy at the centre: it is the boundary it fixes,
+not a bet on the centre.
 """
 
 from __future__ import annotations

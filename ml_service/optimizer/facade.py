@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ml_service import optimizer as core
+from ml_service.optimizer import gp as core
 from shared.search_space import SearchSpace
 
 

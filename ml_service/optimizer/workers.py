@@ -22,22 +22,20 @@ once: the route answers ``503`` with ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
-from ml_service.bayes import BayesianOptimizer, Best, Proposal
 from ml_service.errors import Busy, DeadlineExceeded
-from ml_service.optimizer import AcquisitionConfig
-from shared.priority import lower_process_priority
+from ml_service.optimizer.facade import BayesianOptimizer, Best, Proposal
+from ml_service.optimizer.gp import AcquisitionConfig
+from ml_service.processes import background_worker, shut_down, spawn_pool
 from shared.search_space import load_search_space
 
 T = TypeVar("T")
@@ -64,43 +62,11 @@ class OptimizerConfig:
 _WORKER_OPTIMIZER: BayesianOptimizer | None = None
 
 
-def background_worker() -> None:
-    """In a worker process of the service (GP or image work): a lower CPU priority, and an end
-    when the service is gone."""
-    lower_process_priority()
-    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
-
-
-def spawn_pool(
-    workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = ()
-) -> ProcessPoolExecutor:
-    # spawn: a forked copy of a process that has run torch threads can deadlock
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=initializer,
-        initargs=initargs,
-    )
-
-
-async def shut_down(executor: Executor | None) -> None:
-    if executor is not None:
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-
-
 def _start_worker(config: OptimizerConfig) -> None:
     global _WORKER_OPTIMIZER
     torch.set_num_threads(1)
     background_worker()
     _WORKER_OPTIMIZER = config.build()
-
-
-def _exit_with(parent: int) -> None:
-    """End this worker when the service that started it is gone, however it ended (a killed
-    service cannot shut its pool down, and the pool's pipes do not tell its workers)."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
 
 
 def _worker_optimizer() -> BayesianOptimizer:
@@ -124,14 +90,6 @@ def call_in_worker(method: str, *args: Any) -> Any:
 def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def default_workers(configured: int | None, on_lambda: bool) -> int:
-    """``ML_GP_WORKERS`` (or ``ML_IMAGE_WORKERS``) unset: inline on Lambda, else one process
-    per core (at most 4)."""
-    if configured is not None:
-        return configured
-    return 0 if on_lambda else max(1, min(4, os.cpu_count() or 1))
 
 
 class GPWork:

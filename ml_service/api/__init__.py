@@ -1,0 +1,1 @@
+"""The ML service's HTTP side: routes, the service token, request parsing."""

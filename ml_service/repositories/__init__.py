@@ -1,0 +1,1 @@
+"""The ML service's data access (schema ``ml``): every SQL statement of the service."""

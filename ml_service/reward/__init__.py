@@ -1,0 +1,1 @@
+"""Phase 2: the reward model and its flows (train, score, status)."""

@@ -1,0 +1,36 @@
+"""What the services' command lines share: settings read once and checked (invalid settings end
+the command with exit code 2), and async work whose errors are messages (exit code 1)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from shared.errors import LatinaError
+from shared.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        typer.secho(f"invalid settings:\n{exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def run_or_exit(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """``work(settings)`` to completion; a ``LatinaError`` is printed with its hint."""
+    settings = settings_or_exit()
+    try:
+        return asyncio.run(work(settings))
+    except LatinaError as exc:
+        typer.secho(f"error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            typer.secho(f"hint: {exc.hint}", err=True)
+        raise typer.Exit(1) from exc
