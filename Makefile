@@ -121,4 +121,4 @@ deploy: python-env $(UI_STAMP) $(INFRA_STAMP)
 	$(SLS) invoke --function migrate $(SLS_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache ui/node_modules infra/node_modules test-output .serverless
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache ui/node_modules infra/node_modules test-output .serverless

@@ -20,11 +20,14 @@ from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import jobs
+from gateway.adapters.llm import build_evolver
 from gateway.adapters.ml_client import HttpMLClient
+from gateway.adapters.prompt_export import PROMPTS_DIR, PromptExporter
 from gateway.auth import TokenBackend, on_auth_error
 from gateway.errors import STATUS_TABLE
-from gateway.evolution import rounds
-from gateway.pictures import Pictures
+from gateway.flows.evolution import EvolutionDeps
+from gateway.flows.pictures import Pictures
+from gateway.flows.prompts import export_library
 from gateway.providers.base import ImageProvider
 from gateway.providers.selection import build_providers
 from gateway.repositories import prompts
@@ -113,9 +116,22 @@ def _upstreams(settings: Settings) -> Upstreams:
     )
 
 
+def build_evolution_deps(
+    settings: Settings, pool: asyncpg.Pool[Any], store: ObjectStore
+) -> EvolutionDeps:
+    """What evolution rounds need (the web process and the worker each build one)."""
+    return EvolutionDeps(
+        pool=pool,
+        evolver=build_evolver(settings),
+        exporter=PromptExporter.from_settings(settings, store),
+        ab_test_samples=settings.ab_test_samples,
+        window=settings.evolution_window,
+    )
+
+
 async def _seed_prompts(pool: asyncpg.Pool[Any]) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        imported = await prompts.import_seed_versions(conn)
+        imported = await prompts.import_seed_versions(conn, PROMPTS_DIR)
     if imported:
         log.info("imported prompt versions", extra={"versions": imported})
 
@@ -146,7 +162,7 @@ class Opened:
     state: GatewayState
     dsn: str
     ml: HttpMLClient
-    evolution: rounds.EvolutionDeps
+    evolution: EvolutionDeps
 
 
 async def open_gateway(
@@ -173,10 +189,10 @@ async def open_gateway(
     for client in (upstreams.ml, upstreams.leonardo, upstreams.replicate, upstreams.downloads):
         stack.push_async_callback(client.aclose)
     await _seed_prompts(pool)
-    evolution = rounds.build_deps(settings, pool, object_store)
+    evolution = build_evolution_deps(settings, pool, object_store)
     stack.push_async_callback(evolution.aclose)
     async with pool.acquire() as conn:
-        await evolution.exporter.sync(conn)
+        await export_library(conn, evolution.exporter)
     state = GatewayState(
         settings=settings,
         pool=pool,

@@ -1,7 +1,14 @@
 """Authentication (bearer tokens for API clients, the session cookie for browsers), the CSRF
-check for cookie-authenticated writes, and role checks for routes."""
+token and its check for cookie-authenticated writes, and role checks for routes.
+
+The browser's login and logout (``gateway.web.session``) build on this module, never the
+other way round.
+"""
 
 from __future__ import annotations
+
+import hmac
+import secrets
 
 from starlette.authentication import (
     AuthCredentials,
@@ -17,13 +24,13 @@ from gateway.flows.accounts import authenticate_token
 from gateway.repositories import users
 from gateway.repositories.users import Role, User
 from gateway.state import GatewayState
-from gateway.web.session import CSRF_HEADER, csrf_matches
 from shared.web_errors import error_response
 
 PROTECTED_PREFIX = "/api/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # These check the token in their form body themselves.
 FORM_CSRF_PATHS = frozenset({"/login", "/logout"})
+CSRF_HEADER = "x-csrf-token"
 
 
 class CsrfFailed(AuthenticationError):
@@ -45,6 +52,22 @@ class AuthenticatedUser(BaseUser):
     @property
     def identity(self) -> str:
         return str(self.user.id)
+
+
+def csrf_token(conn: HTTPConnection) -> str:
+    """This session's CSRF token, created on first use (also before login: login CSRF)."""
+    token = conn.session.get("csrf")
+    if not isinstance(token, str) or len(token) < 32:
+        token = secrets.token_urlsafe(32)
+        conn.session["csrf"] = token
+    return token
+
+
+def csrf_matches(conn: HTTPConnection, given: str | None) -> bool:
+    expected = conn.session.get("csrf")
+    return bool(
+        isinstance(expected, str) and given and hmac.compare_digest(expected, given.strip())
+    )
 
 
 class TokenBackend(AuthenticationBackend):

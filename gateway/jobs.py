@@ -1,5 +1,5 @@
-"""The job queue on PostgreSQL (pgqueuer): ML-update delivery, image features, reward-model
-training and prompt evolution.
+"""The worker's side of the job queue: each entrypoint and the work it does, and the worker
+that runs them (``gateway.adapters.job_queue`` puts the jobs on the queue).
 
 A rating's ML update is enqueued in the rating's own transaction, so it is never lost; the
 gateway then tries to deliver it at once, and only when that fails does the worker pick it up
@@ -8,8 +8,8 @@ has it. Delivery is idempotent on the ML side (``observation_id``), so a race be
 immediate attempt and the worker can never count an observation twice.
 
 The images of a rating (``ML_SEND_IMAGES``) go by the worker only (``ml_features``, see
-``gateway.pictures``); reward-model training first waits for the features of the ratings
-before it.
+``gateway.flows.pictures``); reward-model training first waits for the features of the ratings
+before it. Prompt evolution runs ``gateway.flows.evolution.run_round``.
 """
 
 from __future__ import annotations
@@ -25,86 +25,30 @@ from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Job, Querie
 from pgqueuer.executors import EntrypointExecutorParameters
 from pgqueuer.types import QueueExecutionMode
 
+from gateway.adapters.job_queue import (
+    EVOLUTION,
+    ML_FEATURES,
+    ML_UPDATE,
+    REWARD_TRAIN,
+    features_before,
+)
 from gateway.adapters.ml_client import MLClient
 from gateway.errors import UpstreamError
-from gateway.evolution import rounds
-from gateway.pictures import Pictures
+from gateway.flows.evolution import EvolutionDeps, run_round
+from gateway.flows.pictures import Pictures
 from shared.wire.ml import ObservationIn
 
 log = logging.getLogger("latina.jobs")
 
-ML_UPDATE = "ml_update"
-ML_FEATURES = "ml_features"
-REWARD_TRAIN = "reward_train"
 DELIVERY_TIMEOUT = 30.0  # the worker is in no hurry; the request path uses a shorter one
 FEATURES_WAIT = 120.0  # how long reward training waits for earlier ratings' images
 FEATURES_POLL = 0.5
 
 
-async def enqueue_ml_update(
-    conn: asyncpg.Connection[Any] | Any,
-    experiment_id: str,
-    observations: list[ObservationIn],
-    *,
-    delay_seconds: float,
-) -> int:
-    """Put the update on the queue inside the caller's transaction; return the job id."""
-    payload = json.dumps([o.model_dump(exclude_none=True) for o in observations]).encode()
-    queries = Queries(AsyncpgDriver(conn))
-    ids = await queries.enqueue(
-        ML_UPDATE,
-        payload,
-        execute_after=timedelta(seconds=delay_seconds),
-        dedupe_key=f"{ML_UPDATE}:{experiment_id}",
-    )
-    return int(ids[0])
-
-
-async def enqueue_ml_features(
-    conn: asyncpg.Connection[Any] | Any, experiment_id: str, observations: list[ObservationIn]
-) -> None:
-    """The worker will send these observations again with their images (their features)."""
-    payload = json.dumps(
-        {
-            "experiment_id": experiment_id,
-            "observations": [o.model_dump(exclude_none=True) for o in observations],
-        }
-    ).encode()
-    await Queries(AsyncpgDriver(conn)).enqueue(
-        ML_FEATURES, payload, dedupe_key=f"{ML_FEATURES}:{experiment_id}"
-    )
-
-
-async def _features_before(pool: asyncpg.Pool[Any], job_id: int) -> int:
-    value = await pool.fetchval(
-        "SELECT count(*) FROM pgqueuer WHERE entrypoint = $1 AND id < $2"
-        " AND status IN ('queued', 'picked')",
-        ML_FEATURES,
-        job_id,
-    )
-    return int(value)
-
-
-async def enqueue_reward_training(conn: asyncpg.Connection[Any] | Any, sample_number: int) -> None:
-    """Retrain the reward model after this sample (once, whatever the concurrency)."""
-    await Queries(AsyncpgDriver(conn)).enqueue(
-        REWARD_TRAIN, str(sample_number).encode(), dedupe_key=f"{REWARD_TRAIN}:{sample_number}"
-    )
-
-
-async def forget_job(conn: asyncpg.Connection[Any] | Any, job_id: int) -> None:
-    """The update arrived on the request path: the worker need not deliver it."""
-    await conn.execute("DELETE FROM pgqueuer WHERE id = $1 AND status = 'queued'", job_id)
-
-
-async def pending_jobs(conn: asyncpg.Connection[Any] | Any, entrypoint: str) -> int:
-    return (await queued_by_entrypoint(conn)).get(entrypoint, 0)
-
-
 def build_worker(
     conn: asyncpg.Connection[Any],
     ml: MLClient,
-    evolution: rounds.EvolutionDeps | None = None,
+    evolution: EvolutionDeps | None = None,
     *,
     pictures: Pictures | None = None,
     max_delay_seconds: float = 300.0,
@@ -170,7 +114,7 @@ def build_worker(
     async def train_reward_model(job: Job) -> None:
         if pictures is not None:  # the features of the ratings before it come first
             for _ in range(int(FEATURES_WAIT / FEATURES_POLL)):
-                if not await _features_before(pictures.pool, job.id):
+                if not await features_before(pictures.pool, job.id):
                     break
                 await asyncio.sleep(FEATURES_POLL)
         try:
@@ -196,10 +140,10 @@ def build_worker(
                 max_delay=timedelta(seconds=max_delay_seconds),
             )
 
-        @manager.entrypoint(rounds.EVOLUTION, executor_factory=few_retries)
+        @manager.entrypoint(EVOLUTION, executor_factory=few_retries)
         async def evolve_prompt(job: Job) -> None:
             assert job.payload is not None
-            await rounds.run_round(evolution, int(job.payload.decode()))
+            await run_round(evolution, int(job.payload.decode()))
 
     return manager
 
@@ -207,7 +151,7 @@ def build_worker(
 async def run_worker(
     conn: asyncpg.Connection[Any],
     ml: MLClient,
-    evolution: rounds.EvolutionDeps | None = None,
+    evolution: EvolutionDeps | None = None,
     *,
     pictures: Pictures | None = None,
     drain: bool = False,
@@ -217,21 +161,3 @@ async def run_worker(
     mode = QueueExecutionMode.drain if drain else QueueExecutionMode.continuous
     await manager.run(dequeue_timeout=timedelta(seconds=5), mode=mode)
     return manager
-
-
-async def queued_by_entrypoint(conn: asyncpg.Connection[Any] | Any) -> dict[str, int]:
-    """Jobs waiting or running, per entrypoint (what a drain reports before and after)."""
-    rows = await conn.fetch(
-        "SELECT entrypoint, count(*) AS n FROM pgqueuer"
-        " WHERE status IN ('queued', 'picked') GROUP BY entrypoint"
-    )
-    return {str(row["entrypoint"]): int(row["n"]) for row in rows}
-
-
-async def work_in_hand(conn: asyncpg.Connection[Any] | Any) -> int:
-    """Jobs running now or due now (a job deferred to later does not count)."""
-    value = await conn.fetchval(
-        "SELECT count(*) FROM pgqueuer WHERE status = 'picked'"
-        " OR (status = 'queued' AND execute_after <= now())"
-    )
-    return int(value)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.worker import WorkerDeps, drain_jobs, open_worker
 from shared.aws.lambda_entry import lambda_metrics
 from shared.db.migrations import apply_migrations
@@ -73,7 +73,7 @@ class ScheduledWorker:
             metrics.add_metric(
                 name="QueuedMLUpdates",
                 unit=MetricUnit.Count,
-                value=report.queued_after.get(jobs.ML_UPDATE, 0),
+                value=report.queued_after.get(job_queue.ML_UPDATE, 0),
             )
         return report.as_dict()
 

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 from starlette.requests import Request
 
-from gateway.evolution.export import PromptExporter
+from gateway.adapters.prompt_export import PromptExporter
 from gateway.providers.base import ImageProvider
 from shared.observability import HttpMetrics
 from shared.search_space import SearchSpace

@@ -20,10 +20,11 @@ import asyncpg
 from pgqueuer.types import QueueExecutionMode
 
 from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
-from gateway.app import ml_http_client
-from gateway.evolution import rounds
-from gateway.pictures import Pictures
+from gateway.app import build_evolution_deps, ml_http_client
+from gateway.flows.evolution import EvolutionDeps
+from gateway.flows.pictures import Pictures
 from shared.db.pool import connect, create_pool
 from shared.db.setup import database_dsn
 from shared.settings import Settings
@@ -38,7 +39,7 @@ class WorkerDeps:
     dsn: str
     pool: asyncpg.Pool[Any]
     ml: HttpMLClient
-    evolution: rounds.EvolutionDeps
+    evolution: EvolutionDeps
     pictures: Pictures | None  # None: ML_SEND_IMAGES is off
 
 
@@ -70,7 +71,7 @@ async def open_worker(settings: Settings, stack: AsyncExitStack) -> WorkerDeps:
     store = await stack.enter_async_context(open_object_store(settings))
     http = ml_http_client(settings)
     stack.push_async_callback(http.aclose)
-    evolution = rounds.build_deps(settings, pool, store)
+    evolution = build_evolution_deps(settings, pool, store)
     stack.push_async_callback(evolution.aclose)
     pictures = Pictures(pool, store) if settings.ml_send_images else None
     return WorkerDeps(dsn, pool, HttpMLClient(http, study=settings.ml_study), evolution, pictures)
@@ -87,7 +88,7 @@ async def _stop_when_idle(pool: asyncpg.Pool[Any], shutdown: asyncio.Event) -> N
     while not shutdown.is_set():
         await asyncio.sleep(IDLE_POLL_SECONDS)
         async with pool.acquire() as conn:
-            busy = await jobs.work_in_hand(conn)
+            busy = await job_queue.work_in_hand(conn)
         quiet = 0 if busy else quiet + 1
         if quiet >= 2:  # twice in a row: a job that just re-queued itself is not missed
             shutdown.set()
@@ -101,7 +102,7 @@ async def drain_jobs(deps: WorkerDeps, *, time_budget: float | None = None) -> D
     """
     started = time.monotonic()
     async with deps.pool.acquire() as conn:
-        before = await jobs.queued_by_entrypoint(conn)
+        before = await job_queue.queued_by_entrypoint(conn)
     queue_conn = await connect(deps.dsn)
     manager = jobs.build_worker(queue_conn, deps.ml, deps.evolution, pictures=deps.pictures)
     deadline_hit = asyncio.Event()
@@ -126,7 +127,7 @@ async def drain_jobs(deps: WorkerDeps, *, time_budget: float | None = None) -> D
             timer.cancel()
         await queue_conn.close()
     async with deps.pool.acquire() as conn:
-        after = await jobs.queued_by_entrypoint(conn)
+        after = await job_queue.queued_by_entrypoint(conn)
     report = DrainReport(before, after, time.monotonic() - started, deadline_hit.is_set())
     log.info("queue drained", extra=report.as_dict())
     return report

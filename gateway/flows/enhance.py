@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
+from gateway.domain.arms import APIS
+from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.errors import LatinaError, UpstreamError
 from gateway.flows.training import TrainingDeps, check_project
-from gateway.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.providers.base import RenderRequest, RenderResult
 from gateway.repositories import experiments as repo
 from gateway.repositories import prompts
@@ -27,7 +28,6 @@ from gateway.repositories.users import User
 from shared.storage import new_object_key
 
 log = logging.getLogger("latina.enhance")
-APIS = ("leonardo", "stable_diffusion")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 

@@ -1,4 +1,5 @@
-"""The prompt library API: list, show, promote (also the rollback), and the A/B tests."""
+"""The prompt library API: list, show, promote (also the rollback), and the A/B tests; and
+exporting the library's files after a change (and all of them at start-up)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Any
 
 import asyncpg
 
+from gateway.adapters.prompt_export import PromptExporter
 from gateway.errors import NotFound
-from gateway.evolution import rounds
-from gateway.evolution.export import PromptExporter
+from gateway.flows.evolution import release_waiting
 from gateway.repositories import ab_tests, prompts
 from gateway.repositories.users import User
+from shared.db.pool import Conn
 
 log = logging.getLogger("latina.prompts")
 
@@ -73,13 +75,13 @@ async def promote(
             conn, note=f"cancelled: {user.name} promoted {version} by hand"
         )
         previous = await prompts.make_current(conn, row["id"])
-        await rounds.release_waiting(conn)
+        await release_waiting(conn)
     log.info(
         "prompt version promoted by hand",
         extra={"version": version, "previous": previous, "by": user.name},
     )
     async with pool.acquire() as conn:
-        await exporter.after_change(conn, ab_test_id=cancelled)
+        await export_after_change(conn, exporter, ab_test_id=cancelled)
         test = await ab_tests.view(conn, cancelled) if cancelled is not None else None
     return {"current": version, "previous": previous, "changed": True, "ab_test": test}
 
@@ -87,3 +89,29 @@ async def promote(
 async def list_ab_tests(pool: asyncpg.Pool[Any]) -> dict[str, Any]:
     async with pool.acquire() as conn:
         return {"items": await ab_tests.list_views(conn)}
+
+
+async def export_after_change(
+    conn: Conn, exporter: PromptExporter, *, ab_test_id: int | None = None
+) -> None:
+    """Export the current pointer, and a finished test's record when given."""
+    if not exporter.enabled:
+        return
+    current = await prompts.current(conn)
+    if current is not None:
+        await exporter.current(current.version)
+    if ab_test_id is not None:
+        await exporter.experiment(await ab_tests.export_record(conn, ab_test_id))
+
+
+async def export_library(conn: Conn, exporter: PromptExporter) -> None:
+    """Write every version, the current pointer and every finished test (start-up repair)."""
+    if not exporter.enabled:
+        return
+    for row in await prompts.library(conn):
+        if row["origin"] != "seed":  # seed files are the source of those rows
+            await exporter.version(row)
+    await export_after_change(conn, exporter)
+    for test in await ab_tests.list_views(conn):
+        if test["status"] != "running":
+            await exporter.experiment(await ab_tests.export_record(conn, test["id"]))

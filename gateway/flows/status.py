@@ -6,17 +6,14 @@ from typing import Any
 
 import asyncpg
 
-from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.adapters.ml_client import MLClient
+from gateway.domain.arms import APIS
+from gateway.domain.schedule import CURRENT_WINDOW, current_best_rating, phase_1_complete
 from gateway.errors import UpstreamError
-from gateway.evolution.rounds import WAITING
+from gateway.flows.evolution import WAITING
 from gateway.repositories import ab_tests, evolution, training
 from gateway.repositories import experiments as experiment_repo
-
-APIS = ("leonardo", "stable_diffusion")
-# "Current best rating": the higher of the two APIs' mean rating over their last 10 samples,
-# so it moves with what the system produces now.
-CURRENT_WINDOW = 10
 
 
 async def _gp_load(ml: MLClient) -> tuple[bool, int]:
@@ -41,7 +38,7 @@ async def training_status(
         recent = await experiment_repo.api_means_over_last(conn, CURRENT_WINDOW)
         curve = await training.learning_curve(conn)
         prompt = await training.current_prompt(conn)
-        pending = await jobs.pending_jobs(conn, jobs.ML_UPDATE)
+        pending = await job_queue.pending_jobs(conn, job_queue.ML_UPDATE)
         ab_test = await ab_tests.running_view(conn)
         last_round = await evolution.latest(conn)
         errors = await training.prediction_errors(conn)
@@ -71,13 +68,13 @@ async def training_status(
             "uncertainty": learned.get("uncertainty"),
             "importance": learned.get("importance"),
         }
-    complete = samples >= phase_1_target
+    complete = phase_1_complete(samples, phase_1_target)
     return {
         "samples_collected": samples,
         "phase": 2 if complete else 1,
         "phase_1_complete": complete,
         "phase_1_target": phase_1_target,
-        "current_best_rating": round(max(recent.values()), 3) if recent else None,
+        "current_best_rating": current_best_rating(recent),
         "per_api": per_api,
         "current_prompt": (
             {

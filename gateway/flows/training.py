@@ -1,4 +1,7 @@
-"""``POST /api/enhance/train``: one upload, two variants rendered at once, one experiment."""
+"""(Over 300 lines: its split by concern - upload checks, rendering, recording - comes next.)
+
+``POST /api/enhance/train``: one upload, two variants rendered at once, one experiment.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,11 @@ from typing import Any
 import asyncpg
 
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
+from gateway.domain.arms import AB_ARMS, OPTIONS
+from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
+from gateway.domain.schedule import phase_1_complete
+from gateway.domain.selection import Selection, choose_two
 from gateway.errors import InvalidInput, LatinaError, UnsupportedMediaType, UpstreamError
-from gateway.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.providers.base import ImageProvider, RenderRequest, RenderResult
 from gateway.repositories import ab_tests, prompts
 from gateway.repositories import experiments as repo
@@ -28,7 +34,6 @@ from shared.wire.ml import MAX_SUGGESTIONS_PER_API, Suggestion
 
 log = logging.getLogger("latina.training")
 
-ARMS: tuple[tuple[str, str], ...] = (("A", "leonardo"), ("B", "stable_diffusion"))
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -40,7 +45,7 @@ class ActivePolicy:
     candidates: int = 10
     max_paid: int = 2
     concurrency: int = 2
-    selection: str = "best_and_uncertain"  # or "top2"
+    selection: Selection = "best_and_uncertain"
     phase_1_target: int = 50
 
 
@@ -111,7 +116,7 @@ def check_declared_type(actual: str, filename: str | None, declared: str | None)
 async def _suggestions(deps: TrainingDeps, count: dict[str, int] | None = None) -> list[Suggestion]:
     """One suggestion per arm's API (``count[api]`` with ``count``), grouped by API; the
     fallback's when the ML service cannot answer."""
-    apis = [api for _, api in ARMS]
+    apis: list[str] = [api for _, api in AB_ARMS]
     try:
         return await deps.ml.suggest(apis, count=count)
     except UpstreamError as exc:
@@ -201,6 +206,10 @@ class Candidate:
     uncertainty: float | None = None
     shown_as: str | None = None
 
+    @property
+    def rendered(self) -> bool:
+        return isinstance(self.result, RenderResult)
+
 
 def _request(
     api: str, image: ValidatedImage, prompt: prompts.PromptVersion, s: Suggestion, seed: int
@@ -226,12 +235,12 @@ async def _ab_picks(
     results = await asyncio.gather(
         *(
             _render(deps.providers[api], _request(api, image, prompt, suggestions[api], seed))
-            for _, api in ARMS
+            for _, api in AB_ARMS
         )
     )
     return [
         Pick(option, api, suggestions[api], result)
-        for (option, api), result in zip(ARMS, results, strict=True)
+        for (option, api), result in zip(AB_ARMS, results, strict=True)
     ]
 
 
@@ -241,7 +250,7 @@ async def _active_candidates(
     """K candidates over both APIs (one batch of distinct suggestions per API), rendered under
     a concurrency limit per API, with at most ``max_paid`` per paid API, then scored."""
     active = deps.active
-    apis = [api for _, api in ARMS]
+    apis: list[str] = [api for _, api in AB_ARMS]
     per_api = {
         api: min(
             max(1, active.candidates // len(apis)),
@@ -302,21 +311,6 @@ async def _score(
     ]
 
 
-def choose_two(candidates: list[Candidate], selection: str) -> list[Candidate]:
-    """Option A: the predicted best. Option B: the most informative (highest uncertainty) of
-    the rest, or the second best with ``selection == "top2"``. Failed renders are never shown."""
-    ok = [c for c in candidates if isinstance(c.result, RenderResult)]
-    ranked = sorted(ok, key=lambda c: -(c.predicted if c.predicted is not None else 0.0))
-    if not ranked:
-        return []
-    best, rest = ranked[0], ranked[1:]
-    if not rest:
-        return [best]
-    if selection == "top2":
-        return [best, rest[0]]
-    return [best, max(rest, key=lambda c: c.uncertainty or 0.0)]
-
-
 async def _active_picks(
     deps: TrainingDeps, image: ValidatedImage, prompt: prompts.PromptVersion
 ) -> tuple[list[Pick], list[Candidate]]:
@@ -332,7 +326,7 @@ async def _active_picks(
         )
     picks = [
         Pick(option, c.api, c.suggestion, c.result, c.predicted, c.uncertainty)
-        for option, c in zip(("A", "B"), shown, strict=False)
+        for option, c in zip(OPTIONS, shown, strict=False)
     ]
     marked = [
         dataclasses.replace(
@@ -349,7 +343,7 @@ async def choose_mode(deps: TrainingDeps, mode: str | None) -> str:
         return mode
     async with deps.pool.acquire() as conn:
         samples = await conn.fetchval("SELECT samples FROM training_counters WHERE id")
-    if int(samples or 0) < deps.active.phase_1_target:
+    if not phase_1_complete(int(samples or 0), deps.active.phase_1_target):
         return "ab"
     try:
         return "active" if (await deps.ml.reward_status()).get("trained") else "ab"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from gateway.domain.arms import ApiName
+
 ProviderName = Literal["leonardo", "replicate", "local"]
-ApiName = Literal["leonardo", "stable_diffusion"]
 
 
 @dataclass(frozen=True)

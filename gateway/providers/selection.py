@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import httpx
+
 from gateway.providers.base import ImageProvider
 from gateway.providers.leonardo import LeonardoProvider
 from gateway.providers.local_engine import LocalEngine
 from gateway.providers.replicate import ReplicateProvider
-from gateway.state import Upstreams
 from shared.settings import Settings
 
 
-def build_providers(settings: Settings, upstreams: Upstreams) -> dict[str, ImageProvider]:
+class ProviderClients(Protocol):
+    """The HTTP clients the real providers use (``gateway.state.Upstreams`` is one)."""
+
+    @property
+    def leonardo(self) -> httpx.AsyncClient: ...
+
+    @property
+    def replicate(self) -> httpx.AsyncClient: ...
+
+    @property
+    def downloads(self) -> httpx.AsyncClient:
+        """Fetches rendered images from the URLs the APIs answer with."""
+        ...
+
+
+def build_providers(settings: Settings, clients: ProviderClients) -> dict[str, ImageProvider]:
     local = LocalEngine()
     leonardo: ImageProvider = local
     if settings.leonardo_api_key:
         leonardo = LeonardoProvider(
-            upstreams.leonardo,
-            upstreams.downloads,
+            clients.leonardo,
+            clients.downloads,
             model_id=settings.leonardo_model_id,
             controlnet_preprocessor_id=settings.leonardo_controlnet_preprocessor_id,
             deadline_seconds=settings.leonardo_deadline_seconds,
@@ -25,8 +43,8 @@ def build_providers(settings: Settings, upstreams: Upstreams) -> dict[str, Image
     stable_diffusion: ImageProvider = local
     if settings.replicate_api_token:
         stable_diffusion = ReplicateProvider(
-            upstreams.replicate,
-            upstreams.downloads,
+            clients.replicate,
+            clients.downloads,
             model=settings.replicate_model,
             wait_seconds=settings.replicate_wait_seconds,
             deadline_seconds=settings.replicate_deadline_seconds,

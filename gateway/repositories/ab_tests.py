@@ -1,10 +1,10 @@
-"""A/B tests of prompt versions: slots claimed by uploads, the decision, the views of the API.
+"""A/B tests of prompt versions: slots claimed by uploads, the ratings and the recorded
+decision (``gateway.domain.ab_tests`` decides), the views of the API.
 
 Slot k of a test (k = 1 .. ``samples_planned``) is the k-th upload after the new version was
-created: odd slots render with the old version, even slots with the new one (samples 11, 13, 15
-old and 12, 14 new after an evolution at sample 10). The version is fixed when the slot is
-claimed, before rendering. Claims take the running test's row lock, so concurrent uploads get
-distinct slots and the split stays exact.
+created (``arm_of``: samples 11, 13, 15 old and 12, 14 new after an evolution at sample 10).
+The version is fixed when the slot is claimed, before rendering. Claims take the running test's
+row lock, so concurrent uploads get distinct slots and the split stays exact.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.evolution.ab import decide
+from gateway.domain.ab_tests import Arm, Verdict, arm_of
 from gateway.repositories import prompts
 from shared.db.pool import Conn
 
@@ -22,12 +22,8 @@ from shared.db.pool import Conn
 class SlotClaim:
     ab_test_id: int
     slot: int
-    arm: str  # "old" | "new"
+    arm: Arm
     version: prompts.PromptVersion
-
-
-def arm_of(slot: int) -> str:
-    return "old" if slot % 2 == 1 else "new"
 
 
 async def running(conn: Conn, *, lock: bool = False) -> dict[str, Any] | None:
@@ -116,7 +112,7 @@ async def test_of(conn: Conn, experiment_id: str) -> int | None:
     return int(value) if value is not None else None
 
 
-async def _rated(conn: Conn, ab_test_id: int) -> dict[str, dict[str, list[int]]]:
+async def rated(conn: Conn, ab_test_id: int) -> dict[Arm, dict[str, list[int]]]:
     """arm -> experiment id -> the ratings of its options, for rated slot experiments (ratings
     are written only by the transaction that numbers their sample, so those of the rating in
     progress count before its number is drawn)."""
@@ -130,27 +126,21 @@ async def _rated(conn: Conn, ab_test_id: int) -> dict[str, dict[str, list[int]]]
         """,
         ab_test_id,
     )
-    out: dict[str, dict[str, list[int]]] = {"old": {}, "new": {}}
+    out: dict[Arm, dict[str, list[int]]] = {"old": {}, "new": {}}
     for r in rows:
         out[r["arm"]].setdefault(r["experiment_id"], []).append(int(r["rating"]))
     return out
 
 
-async def decide_if_complete(conn: Conn, ab_test_id: int) -> bool:
-    """Once every slot's experiment is rated, decide: promote the new version only if its mean
-    is higher. Returns whether this call decided the test."""
-    test = await conn.fetchrow(
+async def lock_if_running(conn: Conn, ab_test_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
         "SELECT * FROM ab_tests WHERE id = $1 AND status = 'running' FOR UPDATE", ab_test_id
     )
-    if test is None:
-        return False
-    rated = await _rated(conn, ab_test_id)
-    if sum(len(v) for v in rated.values()) < test["samples_planned"]:
-        return False
-    old = [x for ratings in rated["old"].values() for x in ratings]
-    new = [x for ratings in rated["new"].values() for x in ratings]
-    decision = decide(old, new)
-    promoted = decision.winner == "new"
+    return dict(row) if row else None
+
+
+async def record_verdict(conn: Conn, ab_test_id: int, verdict: Verdict) -> None:
+    decision = verdict.decision
     await conn.execute(
         """
         UPDATE ab_tests SET status = 'decided', decided_at = now(), winner = $2,
@@ -160,18 +150,13 @@ async def decide_if_complete(conn: Conn, ab_test_id: int) -> bool:
         """,
         ab_test_id,
         decision.winner,
-        len(rated["old"]),
+        verdict.old_samples,
         decision.old_mean,
-        len(rated["new"]),
+        verdict.new_samples,
         decision.new_mean,
         decision.p_new_better,
-        promoted,
+        verdict.promote,
     )
-    if promoted:
-        await prompts.make_current(conn, test["new_version_id"])
-    else:
-        await prompts.set_status(conn, test["new_version_id"], "rejected")
-    return True
 
 
 async def cancel_running(conn: Conn, note: str) -> int | None:
@@ -201,13 +186,13 @@ def _iso(value: datetime | None) -> str | None:
 
 
 async def _view(conn: Conn, row: Any) -> dict[str, Any]:
-    rated = await _rated(conn, row["id"])
+    by_arm = await rated(conn, row["id"])
     names = {"old": row["old_version"], "new": row["new_version"]}
     versions: dict[str, dict[str, Any]] = {}
-    for arm in ("old", "new"):
-        ratings = [x for rs in rated[arm].values() for x in rs]
+    for arm, experiments in by_arm.items():  # old, then new
+        ratings = [x for rs in experiments.values() for x in rs]
         versions[names[arm]] = {
-            "n": len(rated[arm]),
+            "n": len(experiments),
             "ratings": len(ratings),
             "mean": round(sum(ratings) / len(ratings), 3) if ratings else None,
         }
@@ -217,7 +202,7 @@ async def _view(conn: Conn, row: Any) -> dict[str, Any]:
         "old": names["old"],
         "new": names["new"],
         "status": row["status"],
-        "samples": sum(len(v) for v in rated.values()),
+        "samples": sum(len(v) for v in by_arm.values()),
         "of": row["samples_planned"],
         "avg": {name: v["mean"] for name, v in versions.items()},
         "versions": versions,

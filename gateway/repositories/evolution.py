@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.evolution.analysis import RatedOption
+from gateway.domain.evolution.analysis import RatedOption
 from shared.db.pool import Conn
 
 # A round "running" longer than this is taken for a crashed worker's: it no longer holds others.

@@ -11,8 +11,6 @@ from typing import Any, Literal
 
 from shared.db.pool import Conn
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
-
 
 @dataclass(frozen=True)
 class PromptVersion:
@@ -29,7 +27,7 @@ async def current(conn: Conn) -> PromptVersion | None:
     return PromptVersion(**dict(row)) if row else None
 
 
-async def import_seed_versions(conn: Conn, folder: Path = PROMPTS_DIR) -> list[str]:
+async def import_seed_versions(conn: Conn, folder: Path) -> list[str]:
     """Insert the version files not in the database yet; make ``current.json``'s current when
     no version is current. Returns the versions imported."""
     imported: list[str] = []

@@ -21,10 +21,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from gateway.auth import csrf_token
 from gateway.errors import NotFound
 from gateway.repositories.users import User
 from gateway.state import gateway_state
-from gateway.web.session import csrf_token, page_user, safe_next
+from gateway.web.session import page_user, safe_next
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"

@@ -3,22 +3,23 @@
 Logging in sets ``user_id`` and a fresh CSRF token in the session (Starlette's signed
 ``latina_session`` cookie: HttpOnly, SameSite=Lax, Secure in production). Every state-changing
 request made with the cookie must echo the token in ``X-CSRF-Token`` (the login and logout forms
-send it as a form field); ``gateway.auth`` refuses it otherwise. Failed logins are recorded in the
-database and limited per account and per client address, across every gateway.
+send it as a form field); ``gateway.auth``, which keeps the token, refuses it otherwise. Failed
+logins are recorded in the database and limited per account and per client address, across
+every gateway.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 from urllib.parse import quote, urlencode
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from gateway.auth import AuthenticatedUser, csrf_matches, csrf_token
 from gateway.repositories import users
 from gateway.repositories.users import User
 from gateway.state import gateway_state
@@ -26,7 +27,6 @@ from gateway.state import gateway_state
 log = logging.getLogger("latina.sessions")
 
 COOKIE = "latina_session"
-CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 DEFAULT_NEXT = "/train"
 _HASHER = PasswordHasher()
@@ -36,26 +36,8 @@ _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
 
 def page_user(request: Request) -> User | None:
     """The logged-in (or token-authenticated) user, or None."""
-    from gateway.auth import AuthenticatedUser  # the auth backend imports this module
-
     principal = request.user if "user" in request.scope else None
     return principal.user if isinstance(principal, AuthenticatedUser) else None
-
-
-def csrf_token(conn: HTTPConnection) -> str:
-    """This session's CSRF token, created on first use (also before login: login CSRF)."""
-    token = conn.session.get("csrf")
-    if not isinstance(token, str) or len(token) < 32:
-        token = secrets.token_urlsafe(32)
-        conn.session["csrf"] = token
-    return token
-
-
-def csrf_matches(conn: HTTPConnection, given: str | None) -> bool:
-    expected = conn.session.get("csrf")
-    return bool(
-        isinstance(expected, str) and given and hmac.compare_digest(expected, given.strip())
-    )
 
 
 def safe_next(target: str | None) -> str:

@@ -6,15 +6,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+# The options a trainer rates (the gateway reads its list of options from here).
 Option = Literal["A", "B"]
 
 
 class OptionRating(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # not ``Option``: the option, the rating's range and the comment's length are checked by the
+    # gateway's rules, which answer with their own error codes (unknown_option, ...)
     option: str
     image_id: StrictInt | None = None
-    # range and length are checked by the flow, which answers with its own error codes
     rating: StrictInt
     comments: str = ""
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.flows import accounts
 from shared.db.embedded import embedded_server
 from shared.db.pool import create_pool
@@ -181,7 +181,7 @@ class Stack:
     async def work_in_hand(self) -> int:
         """Jobs of the gateway's worker running now or due now."""
         async with self.pool.acquire() as conn:
-            return await jobs.work_in_hand(conn)
+            return await job_queue.work_in_hand(conn)
 
     async def pending_suggestions(self, study: str, ttl_seconds: float) -> int:
         """Suggestions the ML service handed out and never saw rated, still counted as pending

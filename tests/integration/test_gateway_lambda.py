@@ -16,7 +16,7 @@ import httpx
 import pytest
 from mangum import Mangum
 
-from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.app import create_app
 from gateway.serverless import WORKER_SERVICE, Migrator, ScheduledWorker
 from ml_service.app import create_app as create_ml
@@ -318,7 +318,7 @@ async def test_on_lambda_the_worker_publishes_the_queue_length_as_metrics(
         parameters={"init_strength": 0.4, "guidance_scale": 7.0, "controlnet_weight": 0.6},
     )
     async with db_pool.acquire() as conn:  # not due for an hour: the drain leaves it queued
-        await jobs.enqueue_ml_update(conn, "exp_later", [observation], delay_seconds=3600)
+        await job_queue.enqueue_ml_update(conn, "exp_later", [observation], delay_seconds=3600)
     new_container()  # an earlier test in this process may have had the cold start
     on_lambda = settings.model_copy(update={"aws_lambda_function_name": "latina-dev-worker"})
     worker = ScheduledWorker(on_lambda)

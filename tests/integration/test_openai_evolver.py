@@ -12,18 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.evolution.analysis import Analysis, RatedOption, analyse
-from gateway.evolution.evolvers import (
+from gateway.adapters.llm import (
     COMMENT_CLOSE,
     COMMENT_OPEN,
     DATA_MARKER,
     SYSTEM_PROMPT_FILE,
     OpenAIEvolver,
-    Proposal,
     build_evolver,
-    validate_proposal,
 )
-from gateway.repositories.prompts import PROMPTS_DIR
+from gateway.adapters.prompt_export import PROMPTS_DIR
+from gateway.domain.evolution.analysis import Analysis, RatedOption, analyse
+from gateway.domain.evolution.proposals import Proposal, validate_proposal
 from shared.settings import Settings
 from tests.fakes.openai import (
     API_KEY,

@@ -16,10 +16,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
-from gateway.app import create_app
-from gateway.evolution import rounds
-from gateway.repositories.prompts import PROMPTS_DIR
+from gateway.adapters.prompt_export import PROMPTS_DIR
+from gateway.app import build_evolution_deps, create_app
 from ml_service.app import create_app as create_ml
 from shared.db.pool import connect, create_pool
 from shared.settings import Settings
@@ -88,7 +88,7 @@ class Stack:
                 base_url=self.settings.ml_service_url,
                 headers={"Authorization": f"Bearer {self.settings.ml_service_token}"},
             ) as http:
-                deps = rounds.build_deps(self.settings, self.pool, store)
+                deps = build_evolution_deps(self.settings, self.pool, store)
                 try:
                     await jobs.run_worker(conn, HttpMLClient(http), deps, drain=True)
                 finally:
@@ -158,7 +158,7 @@ async def test_thirty_concurrent_ratings_across_a_trigger_make_one_job_and_one_v
         assert triggered == [20]
         async with stack.pool.acquire() as conn:
             queued = await conn.fetchval(
-                "SELECT count(*) FROM pgqueuer WHERE entrypoint = $1", rounds.EVOLUTION
+                "SELECT count(*) FROM pgqueuer WHERE entrypoint = $1", job_queue.EVOLUTION
             )
             assert queued == 1
         await stack.drain()

@@ -14,9 +14,10 @@ from asgi_lifespan import LifespanManager
 from PIL import Image
 
 from gateway import jobs
+from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.app import create_app
-from gateway.pictures import Pictures
+from gateway.flows.pictures import Pictures
 from ml_service.app import create_app as create_ml
 from shared.db.pool import connect
 from shared.settings import Settings
@@ -169,7 +170,7 @@ async def test_rating_teaches_the_ml_service_and_counts_a_sample(
         observed = await conn.fetch(
             "SELECT observation_id, rating FROM ml.observations ORDER BY observation_id"
         )
-        queued = await jobs.queued_by_entrypoint(conn)
+        queued = await job_queue.queued_by_entrypoint(conn)
         score = await conn.fetchrow(
             "SELECT performance_score, usage_count FROM prompt_versions WHERE version = 'v1.0.0'"
         )
@@ -178,12 +179,12 @@ async def test_rating_teaches_the_ml_service_and_counts_a_sample(
         ("B", 5),
     ]
     # delivered at once; the images (for phase 2's features) are left to the worker
-    assert queued == {jobs.ML_FEATURES: 1}
+    assert queued == {job_queue.ML_FEATURES: 1}
     assert await count(db_pool, "ml.observation_features") == 0
     await drain_with_pictures(settings, db_pool, ml_url)
     async with db_pool.acquire() as conn:
         groups = await conn.fetch("SELECT group_id FROM ml.observation_features")
-        left = await jobs.queued_by_entrypoint(conn)
+        left = await job_queue.queued_by_entrypoint(conn)
     # the images went along (downscaled): the ML service keeps their features for phase 2
     assert [g["group_id"] for g in groups] == [body["experiment_id"]] * 2
     assert left == {}
@@ -202,10 +203,10 @@ async def test_rating_teaches_the_ml_service_and_counts_a_sample(
                 "SELECT observation_id, api, parameters, rating FROM ml.observations"
             )
         ]
-        await jobs.enqueue_ml_features(conn, body["experiment_id"], observations)
+        await job_queue.enqueue_ml_features(conn, body["experiment_id"], observations)
     await drain_with_pictures(settings, db_pool, ml_url)
     async with db_pool.acquire() as conn:
-        assert await jobs.queued_by_entrypoint(conn) == {}
+        assert await job_queue.queued_by_entrypoint(conn) == {}
     assert (score["performance_score"], score["usage_count"]) == (3.5, 1)
     status = (await client.get("/api/train/status")).json()
     assert status["samples_collected"] == 1
@@ -476,7 +477,7 @@ async def test_after_phase_1_the_worker_retrains_the_reward_model(
                 assert rated.status_code == 200
     async with db_pool.acquire() as conn:
         queued = await conn.fetch(
-            "SELECT payload FROM pgqueuer WHERE entrypoint = $1 ORDER BY id", jobs.REWARD_TRAIN
+            "SELECT payload FROM pgqueuer WHERE entrypoint = $1 ORDER BY id", job_queue.REWARD_TRAIN
         )
     assert [bytes(r["payload"]).decode() for r in queued] == ["3", "6"]
     await drain_with_pictures(tuned, db_pool, ml_url)

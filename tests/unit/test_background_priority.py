@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from gateway.pictures import background_thread
+from gateway.flows.pictures import background_thread
 from shared.priority import BACKGROUND_NICE
 
 

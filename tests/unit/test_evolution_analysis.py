@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.evolution.analysis import RatedOption, analyse, sanitize_comment
-from gateway.evolution.complaints import RULES, detect_complaints, detect_praise
+from gateway.domain.evolution.analysis import RatedOption, analyse, sanitize_comment
+from gateway.domain.evolution.complaints import RULES, detect_complaints, detect_praise
 
 PROMPT = "professional interior photograph, photorealistic"
 NEGATIVE = "cartoon, blurry"

@@ -6,19 +6,18 @@ import json
 
 import pytest
 
-from gateway.evolution.analysis import Analysis, RatedOption, analyse
-from gateway.evolution.complaints import REINFORCEMENTS, RULES_BY_KEY
-from gateway.evolution.evolvers import (
+from gateway.adapters.llm import build_evolver
+from gateway.adapters.prompt_export import PROMPTS_DIR
+from gateway.domain.evolution.analysis import Analysis, RatedOption, analyse
+from gateway.domain.evolution.complaints import REINFORCEMENTS, RULES_BY_KEY
+from gateway.domain.evolution.heuristic import HeuristicEvolver, split_terms
+from gateway.domain.evolution.proposals import (
     NEGATIVE_MAX_CHARS,
     PROMPT_MAX_CHARS,
-    HeuristicEvolver,
     Proposal,
     ProposalRejected,
-    build_evolver,
-    split_terms,
     validate_proposal,
 )
-from gateway.repositories.prompts import PROMPTS_DIR
 from shared.settings import Settings
 
 SEED = json.loads((PROMPTS_DIR / "versions" / "v1.0.0.json").read_text())

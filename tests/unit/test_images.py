@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageCms, PngImagePlugin
 
+from gateway.domain.images import ACCEPTED_TYPES, MIN_SIDE, ValidatedImage, decode_upload
 from gateway.errors import STATUS_TABLE
-from gateway.images import ACCEPTED_TYPES, MIN_SIDE, ValidatedImage, decode_upload
 from shared.errors import InvalidInput, LatinaError, PayloadTooLarge, UnsupportedMediaType
 from shared.web_errors import status_for
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from jsonschema import Draft202012Validator
 
-from gateway.repositories.prompts import PROMPTS_DIR
+from gateway.adapters.prompt_export import PROMPTS_DIR
 
 SCHEMA = json.loads((PROMPTS_DIR / "schema.json").read_text())
 SEED = json.loads((PROMPTS_DIR / "versions" / "v1.0.0.json").read_text())

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 import jsonschema
 import pytest
 
-from gateway.evolution.export import ObjectStoreSink, PromptExporter
-from gateway.repositories.prompts import PROMPTS_DIR
+from gateway.adapters.prompt_export import PROMPTS_DIR, ObjectStoreSink, PromptExporter
 from shared.settings import Settings
 from shared.storage import S3ObjectStore
 from tests.integration.storage.conftest import REGION, S3Server

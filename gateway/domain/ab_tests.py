@@ -1,6 +1,11 @@
-"""The A/B decision between two prompt versions: means, the winner, and how sure we are.
+"""A/B tests of two prompt versions: which version a slot renders with, when a test is
+complete, the decision (means, the winner, how sure we are) and whether the new version is
+promoted.
 
-The new version wins only if its mean rating is strictly higher (a tie keeps the old one).
+Slot k of a test is the k-th upload after the new version was created: odd slots render with
+the old version, even slots with the new one. A test is complete once as many slot experiments
+are rated as were planned. The new version wins, and is promoted, only if its mean rating over
+every rated option is strictly higher (a tie keeps the old one); otherwise it is rejected.
 ``p_new_better`` is the posterior probability that the new version's true mean rating is higher:
 each arm's mean has a Student-t posterior around its sample mean, with the variance pooled over
 both arms and shrunk towards one rating point squared (a weak prior worth two ratings, so that
@@ -11,12 +16,19 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 PRIOR_VARIANCE = 1.0
 PRIOR_WEIGHT = 2.0
+
+Arm = Literal["old", "new"]
+
+
+def arm_of(slot: int) -> Arm:
+    """The version slot ``slot`` (from 1) renders with."""
+    return "old" if slot % 2 == 1 else "new"
 
 
 @dataclass(frozen=True)
@@ -94,3 +106,32 @@ def decide(old: Sequence[int], new: Sequence[int]) -> Decision:
         winner="new" if mean_new > mean_old else "old",
         p_new_better=round(p_new_better(old, new), 4),
     )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A complete test's outcome: the decision, the rated experiments of each arm, and whether
+    the new version is promoted (else it is rejected)."""
+
+    decision: Decision
+    old_samples: int
+    new_samples: int
+    promote: bool
+
+
+def judge(ratings: Mapping[Arm, Mapping[str, Sequence[int]]], planned: int) -> Verdict | None:
+    """Decide a test once ``planned`` of its slot experiments are rated; None before that.
+
+    Args:
+        ratings: For each arm, the rated slot experiments: experiment id -> its options'
+            ratings.
+        planned: The test's number of slots.
+    """
+    old, new = ratings.get("old", {}), ratings.get("new", {})
+    if len(old) + len(new) < planned:
+        return None
+    decision = decide(
+        [x for options in old.values() for x in options],
+        [x for options in new.values() for x in options],
+    )
+    return Verdict(decision, len(old), len(new), promote=decision.winner == "new")

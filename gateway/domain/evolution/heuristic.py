@@ -1,4 +1,6 @@
-"""The offline evolver: edits the prompt through the complaint rule table.
+"""(Just over 300 lines: the evolver and the draft it edits are one concern.)
+
+The offline evolver: edits the prompt through the complaint rule table.
 
 ``HeuristicEvolver`` is the default when no LLM is configured and the fallback when the LLM fails.
 """
@@ -8,15 +10,15 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from gateway.evolution.analysis import (
+from gateway.domain.evolution.analysis import (
     COMMENT_READ_LIMIT,
     LOW_RATING,
     Analysis,
     Complaint,
     sanitize_comment,
 )
-from gateway.evolution.complaints import REINFORCEMENTS, RULES, RULES_BY_KEY, detect_praise
-from gateway.evolution.proposals import (
+from gateway.domain.evolution.complaints import REINFORCEMENTS, RULES, RULES_BY_KEY, detect_praise
+from gateway.domain.evolution.proposals import (
     CONTROL_PATTERN,
     MARKUP_PATTERN,
     NEGATIVE_MAX_CHARS,

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from gateway.evolution.analysis import Analysis
+from gateway.domain.evolution.analysis import Analysis
 
 PROMPT_MAX_CHARS = 1500
 NEGATIVE_MAX_CHARS = 800

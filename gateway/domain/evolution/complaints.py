@@ -1,4 +1,6 @@
-"""The complaint rule table: what trainers complain about, how their comments say it, and how
+"""(Over 300 lines: most of it is the table itself, one rule per complaint.)
+
+The complaint rule table: what trainers complain about, how their comments say it, and how
 the heuristic evolver edits the prompt and the negative prompt for each complaint.
 
 Detection works on lower-cased comments, one clause at a time (clauses end at punctuation and

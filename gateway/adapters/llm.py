@@ -3,6 +3,7 @@
 The trainers' comments reach it only sanitised and between delimiters, as data; its answer is
 validated; and after ``openai_attempts`` failures the heuristic evolver answers instead (the
 proposal's origin and ``fallback_reason`` say so). It does not raise for LLM problems.
+``build_evolver`` picks the evolver the settings ask for.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from pathlib import Path
 
 import openai
 from openai import AsyncOpenAI
@@ -21,9 +21,10 @@ from openai.types.chat import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.evolution.analysis import LOW_RATING, Analysis, RatedOption, sanitize_comment
-from gateway.evolution.heuristic import HeuristicEvolver, comment_count
-from gateway.evolution.proposals import (
+from gateway.adapters.prompt_export import PROMPTS_DIR
+from gateway.domain.evolution.analysis import LOW_RATING, Analysis, RatedOption, sanitize_comment
+from gateway.domain.evolution.heuristic import HeuristicEvolver, comment_count
+from gateway.domain.evolution.proposals import (
     NEGATIVE_MAX_CHARS,
     PROMPT_MAX_CHARS,
     WHITESPACE,
@@ -36,7 +37,7 @@ from shared.settings import Settings
 
 log = logging.getLogger("gateway.evolution")
 
-SYSTEM_PROMPT_FILE = Path(__file__).resolve().parents[2] / "prompts" / "evolution-system-prompt.txt"
+SYSTEM_PROMPT_FILE = PROMPTS_DIR / "evolution-system-prompt.txt"
 
 
 class ImprovedPrompt(BaseModel):
@@ -232,3 +233,11 @@ class OpenAIEvolver:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def build_evolver(settings: Settings) -> Evolver:
+    """``OpenAIEvolver`` (falling back to the heuristic) when ``OPENAI_API_KEY`` is set, else
+    ``HeuristicEvolver``."""
+    if settings.openai_api_key:
+        return OpenAIEvolver(settings)
+    return HeuristicEvolver()

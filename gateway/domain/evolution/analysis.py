@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.evolution.complaints import RULES, RULES_BY_KEY, detect_complaints
+from gateway.domain.evolution.complaints import RULES, RULES_BY_KEY, detect_complaints
 
 LOW_RATING = 3  # comments on options rated this or lower are read for complaints
 EXAMPLES = 3  # best, worst, and excerpts per complaint
@@ -23,8 +23,8 @@ _RULE_ORDER = {rule.key: index for index, rule in enumerate(RULES)}
 class RatedOption:
     sample_number: int
     experiment_id: str
-    api: str  # "leonardo" | "stable_diffusion"
-    option: str  # "A" | "B"
+    api: str  # one of domain.arms.APIS
+    option: str  # one of domain.arms.OPTIONS
     rating: int  # 1..5
     comments: str  # may be ""
     prompt_version: str

@@ -2,8 +2,8 @@
 ``experiments/experiment_NNN.json``, to a local folder or an S3 prefix (``PROMPT_EXPORT``).
 
 The database stays the source of truth: exports run after the transaction that changed it, and
-a failed export is logged and repaired by ``sync`` (run at gateway start-up), never raised into
-the request that caused it.
+a failed export is logged and repaired at gateway start-up (``gateway.flows.prompts``), never
+raised into the request that caused it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.repositories import ab_tests, prompts
-from shared.db.pool import Conn
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
 log = logging.getLogger("latina.prompts.export")
+
+# The project's prompt library: the seed versions, the schema, the evolution system prompt, and
+# where exports go unless PROMPT_EXPORT_DIR says otherwise.
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
 VERSION_FIELDS = (
     "version",
@@ -103,7 +105,11 @@ class PromptExporter:
         if settings.prompt_export == "s3":
             bucket = settings.prompt_export_bucket or settings.s3_uploads_bucket
             return cls(ObjectStoreSink(store, bucket, settings.prompt_export_prefix))
-        return cls(FolderSink(settings.prompt_export_dir or prompts.PROMPTS_DIR))
+        return cls(FolderSink(settings.prompt_export_dir or PROMPTS_DIR))
+
+    @property
+    def enabled(self) -> bool:
+        return self.sink is not None
 
     async def _write(self, relative: str, data: dict[str, Any]) -> None:
         if self.sink is None:
@@ -121,27 +127,3 @@ class PromptExporter:
 
     async def experiment(self, record: dict[str, Any]) -> None:
         await self._write(experiment_file(record["id"]), record)
-
-    async def after_change(self, conn: Conn, *, ab_test_id: int | None = None) -> None:
-        """Export the current pointer, and a finished test's record when given."""
-        if self.sink is None:
-            return
-        current = await prompts.current(conn)
-        if current is not None:
-            await self.current(current.version)
-        if ab_test_id is not None:
-            await self.experiment(await ab_tests.export_record(conn, ab_test_id))
-
-    async def sync(self, conn: Conn) -> None:
-        """Write every version, the current pointer and every finished test (start-up repair)."""
-        if self.sink is None:
-            return
-        for row in await prompts.library(conn):
-            if row["origin"] != "seed":  # seed files are the source of those rows
-                await self.version(row)
-        current = await prompts.current(conn)
-        if current is not None:
-            await self.current(current.version)
-        for test in await ab_tests.list_views(conn):
-            if test["status"] != "running":
-                await self.experiment(await ab_tests.export_record(conn, test["id"]))

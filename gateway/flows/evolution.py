@@ -5,7 +5,8 @@ once, however many gateways rate at once) and enqueues one job in the same trans
 rating never waits for the LLM. While an A/B test (or another round) is running, the round
 waits instead; when the test ends, the newest waiting round is started and older ones are
 marked superseded. The job analyses the recent samples, asks the evolver, and creates the new
-version and its A/B test in one transaction.
+version and its A/B test in one transaction. The rating that completes the test decides it
+(``decide_ab_test``).
 """
 
 from __future__ import annotations
@@ -13,22 +14,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
-from pgqueuer import AsyncpgDriver, Queries
 
-from gateway.evolution.analysis import analyse
-from gateway.evolution.evolvers import Evolver, build_evolver
-from gateway.evolution.export import PromptExporter
+from gateway.adapters import job_queue
+from gateway.adapters.prompt_export import PromptExporter
+from gateway.domain.ab_tests import judge
+from gateway.domain.evolution.analysis import analyse
+from gateway.domain.evolution.proposals import Evolver
+from gateway.domain.schedule import evolution_due
 from gateway.repositories import ab_tests, evolution, prompts
 from shared.db.pool import Conn
-from shared.settings import Settings
-from shared.storage import ObjectStore
 
 log = logging.getLogger("latina.evolution")
 
-EVOLUTION = "prompt_evolution"
 WAITING = "waiting_for_ab_test"
 
 
@@ -47,23 +47,6 @@ class EvolutionDeps:
             await close()
 
 
-def build_deps(settings: Settings, pool: asyncpg.Pool[Any], store: ObjectStore) -> EvolutionDeps:
-    return EvolutionDeps(
-        pool=pool,
-        evolver=build_evolver(settings),
-        exporter=PromptExporter.from_settings(settings, store),
-        ab_test_samples=settings.ab_test_samples,
-        window=settings.evolution_window,
-    )
-
-
-async def enqueue(conn: Conn, sample_number: int) -> None:
-    driver = AsyncpgDriver(cast("asyncpg.Connection[Any]", conn))
-    await Queries(driver).enqueue(
-        EVOLUTION, str(sample_number).encode(), dedupe_key=f"{EVOLUTION}:{sample_number}"
-    )
-
-
 async def _busy(conn: Conn, sample_number: int) -> bool:
     if await ab_tests.running(conn) is not None:
         return True
@@ -72,12 +55,12 @@ async def _busy(conn: Conn, sample_number: int) -> bool:
 
 async def on_sample(conn: Conn, sample_number: int, experiment_id: str, every: int) -> str | None:
     """In the rating transaction: open the round of an ``every``-th sample. Returns its status."""
-    if sample_number % every:
+    if not evolution_due(sample_number, every):
         return None
     status = WAITING if await _busy(conn, sample_number) else "triggered"
     await evolution.open_round(conn, sample_number, experiment_id, status)
     if status == "triggered":
-        await enqueue(conn, sample_number)
+        await job_queue.enqueue_evolution(conn, sample_number)
     return status
 
 
@@ -94,7 +77,7 @@ async def release_waiting(conn: Conn) -> int | None:
             conn, sample, "done", error=f"superseded by the round of sample {newest}"
         )
     await evolution.set_status(conn, newest, "triggered")
-    await enqueue(conn, newest)
+    await job_queue.enqueue_evolution(conn, newest)
     return newest
 
 
@@ -105,6 +88,23 @@ async def supersede_waiting(conn: Conn, sample_number: int) -> None:
             await evolution.set_status(
                 conn, sample, "done", error=f"superseded by the round of sample {sample_number}"
             )
+
+
+async def decide_ab_test(conn: Conn, ab_test_id: int) -> bool:
+    """In the rating transaction: once every slot's experiment is rated, record the decision
+    and promote the new version or reject it. Returns whether this call decided the test."""
+    test = await ab_tests.lock_if_running(conn, ab_test_id)
+    if test is None:
+        return False
+    verdict = judge(await ab_tests.rated(conn, ab_test_id), test["samples_planned"])
+    if verdict is None:
+        return False
+    await ab_tests.record_verdict(conn, ab_test_id, verdict)
+    if verdict.promote:
+        await prompts.make_current(conn, test["new_version_id"])
+    else:
+        await prompts.set_status(conn, test["new_version_id"], "rejected")
+    return True
 
 
 async def run_round(deps: EvolutionDeps, sample_number: int) -> str | None:

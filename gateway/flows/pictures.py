@@ -21,8 +21,8 @@ from typing import Any
 
 import asyncpg
 
+from gateway.domain.images import downscaled_jpeg
 from gateway.errors import LatinaError
-from gateway.images import downscaled_jpeg
 from gateway.repositories import experiments as repo
 from shared.priority import lower_thread_priority
 from shared.storage import ObjectStore
