@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from gateway.errors import LatinaError
 from gateway.flows import accounts
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.repositories.users import Role
 from shared.db.embedded import resolve_database_url
 from shared.db.migrations import apply_migrations
@@ -54,11 +55,11 @@ def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
         raise typer.Exit(1) from exc
 
 
-async def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+async def _with_uows(settings: Settings, work: Callable[[UnitOfWorkFactory], Awaitable[T]]) -> T:
     dsn = await database_dsn(settings)
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
-        return await work(pool)
+        return await work(UnitOfWorkFactory(pool))
     finally:
         await pool.close()
 
@@ -106,8 +107,8 @@ def users_create(
     chosen: Role = "admin" if role == "admin" else "trainer"
 
     async def work(settings: Settings) -> str:
-        _, token = await _with_pool(
-            settings, lambda pool: accounts.create_user(pool, name, chosen, password=password)
+        _, token = await _with_uows(
+            settings, lambda uows: accounts.create_user(uows, name, chosen, password=password)
         )
         return token
 
@@ -125,28 +126,28 @@ def users_password(
 ) -> None:
     """Set or reset a user's password for the browser login (/login)."""
     chosen = password or typer.prompt("new password", hide_input=True, confirmation_prompt=True)
-    _run(lambda s: _with_pool(s, lambda pool: accounts.set_password(pool, name, chosen)))
+    _run(lambda s: _with_uows(s, lambda uows: accounts.set_password(uows, name, chosen)))
     typer.echo(f"password of {name!r} set")
 
 
 @users_app.command("token")
 def users_token(name: str) -> None:
     """Issue another API token for an existing user and print it once."""
-    token = _run(lambda s: _with_pool(s, lambda pool: accounts.issue_token(pool, name)))
+    token = _run(lambda s: _with_uows(s, lambda uows: accounts.issue_token(uows, name)))
     typer.echo(token)
 
 
 @users_app.command("revoke")
 def users_revoke(name: str) -> None:
     """Revoke every API token of a user."""
-    count = _run(lambda s: _with_pool(s, lambda pool: accounts.revoke_user_tokens(pool, name)))
+    count = _run(lambda s: _with_uows(s, lambda uows: accounts.revoke_user_tokens(uows, name)))
     typer.echo(f"revoked {count} token(s) of {name!r}")
 
 
 @users_app.command("list")
 def users_list() -> None:
     """List users and their roles."""
-    found = _run(lambda s: _with_pool(s, accounts.list_accounts))
+    found = _run(lambda s: _with_uows(s, accounts.list_accounts))
     for user in found:
         state = " (disabled)" if user.disabled else ""
         typer.echo(f"{user.id:>4}  {user.name:<24} {user.role}{state}")

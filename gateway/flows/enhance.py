@@ -23,7 +23,6 @@ from gateway.errors import LatinaError, UpstreamError
 from gateway.flows.training import TrainingDeps, check_project
 from gateway.providers.base import RenderRequest, RenderResult
 from gateway.repositories import experiments as repo
-from gateway.repositories import prompts
 from gateway.repositories.users import User
 from shared.storage import new_object_key
 
@@ -71,8 +70,8 @@ async def enhance(
     image: ValidatedImage = await asyncio.to_thread(
         decode_upload, upload, max_bytes=deps.max_bytes, max_pixels=deps.max_pixels
     )
-    async with deps.pool.acquire() as conn:
-        prompt = await prompts.current(conn)
+    async with deps.uows.read() as uow:
+        prompt = await uow.prompts.current()
     if prompt is None:
         raise LatinaError("no current prompt version", code="no_prompt_version")
     api, parameters, predicted = await _choice(deps.ml, deps)
@@ -119,9 +118,8 @@ async def enhance(
     key = new_object_key("enhanced", _EXTENSIONS.get(chosen.content_type, "png"))
     await deps.store.put(deps.uploads_bucket, original_key, image.data, image.content_type)
     await deps.store.put(deps.enhanced_bucket, key, chosen.image, chosen.content_type)
-    async with deps.pool.acquire() as conn, conn.transaction():
-        original_id = await repo.insert_image(
-            conn,
+    async with deps.uows() as uow:
+        original_id = await uow.experiments.insert_image(
             repo.NewImage(
                 project,
                 "original",
@@ -136,8 +134,7 @@ async def enhance(
             None,
             user.id,
         )
-        image_id = await repo.insert_image(
-            conn,
+        image_id = await uow.experiments.insert_image(
             repo.NewImage(
                 project,
                 "enhanced",

@@ -16,14 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
 from gateway.domain.arms import AB_ARMS, OPTIONS
 from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
 from gateway.domain.schedule import phase_1_complete
 from gateway.domain.selection import Selection, choose_two
 from gateway.errors import InvalidInput, LatinaError, UnsupportedMediaType, UpstreamError
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.providers.base import ImageProvider, RenderRequest, RenderResult
 from gateway.repositories import ab_tests, prompts
 from gateway.repositories import experiments as repo
@@ -51,7 +50,7 @@ class ActivePolicy:
 
 @dataclass(frozen=True)
 class TrainingDeps:
-    pool: asyncpg.Pool[Any]
+    uows: UnitOfWorkFactory
     store: ObjectStore
     ml: MLClient
     providers: Mapping[str, ImageProvider]  # by api
@@ -166,8 +165,8 @@ async def train(
         return await _train(deps, image, project, user, experiment_id, prompt, claim, chosen_mode)
     except BaseException:
         if claim is not None:  # no experiment came of it: the A/B slot goes to the next upload
-            async with deps.pool.acquire() as conn:
-                await ab_tests.release_slot(conn, experiment_id)
+            async with deps.uows() as uow:
+                await uow.ab_tests.release_slot(experiment_id)
         raise
 
 
@@ -175,11 +174,11 @@ async def _choose_prompt(
     deps: TrainingDeps, experiment_id: str
 ) -> tuple[prompts.PromptVersion, ab_tests.SlotClaim | None]:
     """The current version, or the version an A/B test's next slot fixes for this upload."""
-    async with deps.pool.acquire() as conn, conn.transaction():
-        claim = await ab_tests.claim_slot(conn, experiment_id, deps.ab_slot_ttl)
+    async with deps.uows() as uow:
+        claim = await uow.ab_tests.claim_slot(experiment_id, deps.ab_slot_ttl)
         if claim is not None:
             return claim.version, claim
-        prompt = await prompts.current(conn)
+        prompt = await uow.prompts.current()
     if prompt is None:
         raise LatinaError("no current prompt version", code="no_prompt_version")
     return prompt, None
@@ -341,9 +340,9 @@ async def choose_mode(deps: TrainingDeps, mode: str | None) -> str:
     """``ab`` or ``active``; unset means active once phase 1 is over and a model exists."""
     if mode in ("ab", "active"):
         return mode
-    async with deps.pool.acquire() as conn:
-        samples = await conn.fetchval("SELECT samples FROM training_counters WHERE id")
-    if not phase_1_complete(int(samples or 0), deps.active.phase_1_target):
+    async with deps.uows.read() as uow:
+        samples = await uow.training.samples_rated()
+    if not phase_1_complete(samples, deps.active.phase_1_target):
         return "ab"
     try:
         return "active" if (await deps.ml.reward_status()).get("trained") else "ab"
@@ -410,9 +409,8 @@ async def _train(
                 strategy=pick.suggestion.strategy,
             )
         image_ids: dict[str, int] = {}
-        async with deps.pool.acquire() as conn, conn.transaction():
-            original_id = await repo.insert_image(
-                conn,
+        async with deps.uows() as uow:
+            original_id = await uow.experiments.insert_image(
                 repo.NewImage(
                     project,
                     "original",
@@ -427,17 +425,18 @@ async def _train(
                 None,
                 user.id,
             )
-            await repo.insert_experiment(
-                conn, experiment_id, project, mode, original_id, prompt.id, user.id
+            await uow.experiments.insert_experiment(
+                experiment_id, project, mode, original_id, prompt.id, user.id
             )
             for option, chosen in rendered.items():
-                image_ids[option] = await repo.insert_image(
-                    conn, chosen.image, original_id, user.id
+                image_ids[option] = await uow.experiments.insert_image(
+                    chosen.image, original_id, user.id
                 )
-                await repo.insert_option(conn, experiment_id, image_ids[option], chosen, prompt.id)
+                await uow.experiments.insert_option(
+                    experiment_id, image_ids[option], chosen, prompt.id
+                )
             for c in candidates:
-                await repo.insert_candidate(
-                    conn,
+                await uow.experiments.insert_candidate(
                     experiment_id,
                     api=c.api,
                     parameters=dict(c.suggestion.parameters),
