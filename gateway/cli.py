@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
-from pydantic import ValidationError
 
-from gateway.errors import LatinaError
 from gateway.flows import accounts
 from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.repositories.users import Role
+from shared.cli import run_or_exit, settings_or_exit
 from shared.db.embedded import resolve_database_url
 from shared.db.migrations import apply_migrations
 from shared.db.pool import connect, create_pool
 from shared.db.setup import database_dsn
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 
 app = typer.Typer(help="Latina operations: database, users, local stack.", no_args_is_help=True)
 users_app = typer.Typer(
@@ -34,25 +33,6 @@ _SECRET_FIELDS = {
     "replicate_api_token",
     "openai_api_key",
 }
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        typer.secho(f"invalid settings:\n{exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
-
-
-def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    settings = _settings()
-    try:
-        return asyncio.run(work(settings))
-    except LatinaError as exc:
-        typer.secho(f"error: {exc.message}", fg="red", err=True)
-        if exc.hint:
-            typer.secho(f"hint: {exc.hint}", err=True)
-        raise typer.Exit(1) from exc
 
 
 async def _with_uows(settings: Settings, work: Callable[[UnitOfWorkFactory], Awaitable[T]]) -> T:
@@ -89,7 +69,7 @@ def migrate() -> None:
         )
         await _migrate(dsn)
 
-    _run(work)
+    run_or_exit(work)
 
 
 @users_app.command("create")
@@ -112,7 +92,7 @@ def users_create(
         )
         return token
 
-    token = _run(work)
+    token = run_or_exit(work)
     typer.echo(f"created {chosen} {name!r}. API token (shown once, keep it safe):")
     typer.echo(token)
 
@@ -126,37 +106,39 @@ def users_password(
 ) -> None:
     """Set or reset a user's password for the browser login (/login)."""
     chosen = password or typer.prompt("new password", hide_input=True, confirmation_prompt=True)
-    _run(lambda s: _with_uows(s, lambda uows: accounts.set_password(uows, name, chosen)))
+    run_or_exit(lambda s: _with_uows(s, lambda uows: accounts.set_password(uows, name, chosen)))
     typer.echo(f"password of {name!r} set")
 
 
 @users_app.command("token")
 def users_token(name: str) -> None:
     """Issue another API token for an existing user and print it once."""
-    token = _run(lambda s: _with_uows(s, lambda uows: accounts.issue_token(uows, name)))
+    token = run_or_exit(lambda s: _with_uows(s, lambda uows: accounts.issue_token(uows, name)))
     typer.echo(token)
 
 
 @users_app.command("revoke")
 def users_revoke(name: str) -> None:
     """Revoke every API token of a user."""
-    count = _run(lambda s: _with_uows(s, lambda uows: accounts.revoke_user_tokens(uows, name)))
+    count = run_or_exit(
+        lambda s: _with_uows(s, lambda uows: accounts.revoke_user_tokens(uows, name))
+    )
     typer.echo(f"revoked {count} token(s) of {name!r}")
 
 
 @users_app.command("list")
 def users_list() -> None:
     """List users and their roles."""
-    found = _run(lambda s: _with_uows(s, accounts.list_accounts))
+    found = run_or_exit(lambda s: _with_uows(s, accounts.list_accounts))
     for user in found:
         state = " (disabled)" if user.disabled else ""
         typer.echo(f"{user.id:>4}  {user.name:<24} {user.role}{state}")
 
 
 @app.command("settings")
-def show_settings() -> None:
+def showsettings_or_exit() -> None:
     """Print the settings in force (secrets masked)."""
-    settings = _settings()
+    settings = settings_or_exit()
     for key, value in settings.model_dump().items():
         shown = "***" if key in _SECRET_FIELDS and value else value
         typer.echo(f"{key.upper()}={'' if shown is None else shown}")
@@ -180,7 +162,7 @@ def worker() -> None:
                 await conn.close()
 
     try:
-        _run(work)
+        run_or_exit(work)
     except KeyboardInterrupt:
         typer.echo("latina worker: stopped")
 
@@ -190,7 +172,7 @@ def run() -> None:
     """Run the local stack: database, migrations, ML service, gateway; Ctrl-C stops it all."""
     from gateway.local_stack import run_local_stack
 
-    sys.exit(run_local_stack(_settings()))
+    sys.exit(run_local_stack(settings_or_exit()))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The offline provider: a deterministic Pillow + NumPy enhancement driven by the arm's parameters.
 
+(Over 300 lines: the knobs, their mapping from both arms and the image operations are one engine.)
+
 Both arms are mapped onto four common knobs:
 
 * strength: ``init_strength`` (leonardo) / ``prompt_strength`` (stable_diffusion) - how far

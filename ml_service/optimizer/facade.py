@@ -1,5 +1,7 @@
 """The facade over the tensor core: parameters as dicts, observations in, suggestions out.
 
+(Just over 300 lines: one class, the model cache and every question asked of it.)
+
 Fitted models are a per-process cache keyed by the data they were fitted on; a refit starts
 from the previous hyperparameters. Everything here is synchronous CPU work: callers run it in a
 worker thread so the event loop keeps answering.
