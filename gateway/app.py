@@ -8,9 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-import asyncpg
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,9 +26,9 @@ from gateway.errors import STATUS_TABLE
 from gateway.flows.evolution import EvolutionDeps
 from gateway.flows.pictures import Pictures
 from gateway.flows.prompts import export_library
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.providers.base import ImageProvider
 from gateway.providers.selection import build_providers
-from gateway.repositories import prompts
 from gateway.routes import ROUTES
 from gateway.state import GatewayState, Upstreams
 from gateway.web.security import SecurityHeadersMiddleware
@@ -117,11 +115,11 @@ def _upstreams(settings: Settings) -> Upstreams:
 
 
 def build_evolution_deps(
-    settings: Settings, pool: asyncpg.Pool[Any], store: ObjectStore
+    settings: Settings, uows: UnitOfWorkFactory, store: ObjectStore
 ) -> EvolutionDeps:
     """What evolution rounds need (the web process and the worker each build one)."""
     return EvolutionDeps(
-        pool=pool,
+        uows=uows,
         evolver=build_evolver(settings),
         exporter=PromptExporter.from_settings(settings, store),
         ab_test_samples=settings.ab_test_samples,
@@ -129,9 +127,9 @@ def build_evolution_deps(
     )
 
 
-async def _seed_prompts(pool: asyncpg.Pool[Any]) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        imported = await prompts.import_seed_versions(conn, PROMPTS_DIR)
+async def _seed_prompts(uows: UnitOfWorkFactory) -> None:
+    async with uows() as uow:
+        imported = await uow.prompts.import_seed_versions(PROMPTS_DIR)
     if imported:
         log.info("imported prompt versions", extra={"versions": imported})
 
@@ -140,7 +138,7 @@ async def _worker(opened: Opened, stack: AsyncExitStack) -> None:
     """The job worker inside this process (local mode), stopped with the app."""
     conn = await connect(opened.dsn)
     state = opened.state
-    pictures = Pictures(state.pool, state.store) if state.settings.ml_send_images else None
+    pictures = Pictures(state.uows, state.store) if state.settings.ml_send_images else None
     manager = jobs.build_worker(conn, opened.ml, opened.evolution, pictures=pictures)
     task = asyncio.create_task(manager.run(dequeue_timeout=timedelta(seconds=5)))
 
@@ -188,14 +186,16 @@ async def open_gateway(
     upstreams = _upstreams(settings)
     for client in (upstreams.ml, upstreams.leonardo, upstreams.replicate, upstreams.downloads):
         stack.push_async_callback(client.aclose)
-    await _seed_prompts(pool)
-    evolution = build_evolution_deps(settings, pool, object_store)
+    uows = UnitOfWorkFactory(pool)
+    await _seed_prompts(uows)
+    evolution = build_evolution_deps(settings, uows, object_store)
     stack.push_async_callback(evolution.aclose)
-    async with pool.acquire() as conn:
-        await export_library(conn, evolution.exporter)
+    async with uows.read() as uow:
+        await export_library(uow, evolution.exporter)
     state = GatewayState(
         settings=settings,
         pool=pool,
+        uows=uows,
         store=object_store,
         upstreams=upstreams,
         metrics=metrics,

@@ -21,7 +21,6 @@ from starlette.responses import Response
 
 from gateway.errors import Forbidden, Unauthenticated
 from gateway.flows.accounts import authenticate_token
-from gateway.repositories import users
 from gateway.repositories.users import Role, User
 from gateway.state import GatewayState
 from shared.web_errors import error_response
@@ -85,7 +84,7 @@ class TokenBackend(AuthenticationBackend):
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise AuthenticationError("malformed Authorization header")
-            user = await authenticate_token(state.pool, token.strip())
+            user = await authenticate_token(state.uows, token.strip())
             if user is None:
                 raise AuthenticationError("invalid or revoked token")
             return AuthCredentials(["authenticated", user.role]), AuthenticatedUser(user)
@@ -110,8 +109,8 @@ class TokenBackend(AuthenticationBackend):
         user_id = conn.session.get("user_id")
         if not isinstance(user_id, int):
             return None
-        async with state.pool.acquire() as db:
-            user = await users.get_user_by_id(db, user_id)
+        async with state.uows.read() as uow:
+            user = await uow.users.get_user_by_id(user_id)
         if user is None or user.disabled:
             conn.session.clear()
             return None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
 from gateway.flows import accounts
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.repositories.users import Role
 from shared.cli import run_or_exit, settings_or_exit
 from shared.db.embedded import resolve_database_url
@@ -34,11 +35,11 @@ _SECRET_FIELDS = {
 }
 
 
-async def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+async def _with_uows(settings: Settings, work: Callable[[UnitOfWorkFactory], Awaitable[T]]) -> T:
     dsn = await database_dsn(settings)
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
-        return await work(pool)
+        return await work(UnitOfWorkFactory(pool))
     finally:
         await pool.close()
 
@@ -86,8 +87,8 @@ def users_create(
     chosen: Role = "admin" if role == "admin" else "trainer"
 
     async def work(settings: Settings) -> str:
-        _, token = await _with_pool(
-            settings, lambda pool: accounts.create_user(pool, name, chosen, password=password)
+        _, token = await _with_uows(
+            settings, lambda uows: accounts.create_user(uows, name, chosen, password=password)
         )
         return token
 
@@ -105,14 +106,14 @@ def users_password(
 ) -> None:
     """Set or reset a user's password for the browser login (/login)."""
     chosen = password or typer.prompt("new password", hide_input=True, confirmation_prompt=True)
-    run_or_exit(lambda s: _with_pool(s, lambda pool: accounts.set_password(pool, name, chosen)))
+    run_or_exit(lambda s: _with_uows(s, lambda uows: accounts.set_password(uows, name, chosen)))
     typer.echo(f"password of {name!r} set")
 
 
 @users_app.command("token")
 def users_token(name: str) -> None:
     """Issue another API token for an existing user and print it once."""
-    token = run_or_exit(lambda s: _with_pool(s, lambda pool: accounts.issue_token(pool, name)))
+    token = run_or_exit(lambda s: _with_uows(s, lambda uows: accounts.issue_token(uows, name)))
     typer.echo(token)
 
 
@@ -120,7 +121,7 @@ def users_token(name: str) -> None:
 def users_revoke(name: str) -> None:
     """Revoke every API token of a user."""
     count = run_or_exit(
-        lambda s: _with_pool(s, lambda pool: accounts.revoke_user_tokens(pool, name))
+        lambda s: _with_uows(s, lambda uows: accounts.revoke_user_tokens(uows, name))
     )
     typer.echo(f"revoked {count} token(s) of {name!r}")
 
@@ -128,7 +129,7 @@ def users_revoke(name: str) -> None:
 @users_app.command("list")
 def users_list() -> None:
     """List users and their roles."""
-    found = run_or_exit(lambda s: _with_pool(s, accounts.list_accounts))
+    found = run_or_exit(lambda s: _with_uows(s, accounts.list_accounts))
     for user in found:
         state = " (disabled)" if user.disabled else ""
         typer.echo(f"{user.id:>4}  {user.name:<24} {user.role}{state}")

@@ -30,7 +30,6 @@ from gateway.adapters.job_queue import (
     ML_FEATURES,
     ML_UPDATE,
     REWARD_TRAIN,
-    features_before,
 )
 from gateway.adapters.ml_client import MLClient
 from gateway.errors import UpstreamError
@@ -114,7 +113,9 @@ def build_worker(
     async def train_reward_model(job: Job) -> None:
         if pictures is not None:  # the features of the ratings before it come first
             for _ in range(int(FEATURES_WAIT / FEATURES_POLL)):
-                if not await features_before(pictures.pool, job.id):
+                async with pictures.uows.read() as uow:
+                    earlier = await uow.jobs.features_before(job.id)
+                if not earlier:
                     break
                 await asyncio.sleep(FEATURES_POLL)
         try:

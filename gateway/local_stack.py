@@ -18,6 +18,7 @@ from types import FrameType
 import httpx
 
 from gateway.flows import accounts
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.db.embedded import resolve_database_url
 from shared.db.migrations import apply_migrations
 from shared.db.pool import connect, create_pool
@@ -38,9 +39,10 @@ async def _prepare(dsn: str) -> str | None:
         print(f"  applied migration {name}")
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
-        if await accounts.list_accounts(pool):
+        uows = UnitOfWorkFactory(pool)
+        if await accounts.list_accounts(uows):
             return None
-        _, token = await accounts.create_user(pool, "admin", "admin", label="first run")
+        _, token = await accounts.create_user(uows, "admin", "admin", label="first run")
         return token
     finally:
         await pool.close()

@@ -10,6 +10,7 @@ import httpx
 from starlette.requests import Request
 
 from gateway.adapters.prompt_export import PromptExporter
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.providers.base import ImageProvider
 from shared.observability import HttpMetrics
 from shared.search_space import SearchSpace
@@ -30,7 +31,8 @@ class Upstreams:
 @dataclass(frozen=True)
 class GatewayState:
     settings: Settings
-    pool: asyncpg.Pool[Any]
+    pool: asyncpg.Pool[Any]  # the readiness check's; flows get ``uows``
+    uows: UnitOfWorkFactory
     store: ObjectStore
     upstreams: Upstreams
     metrics: HttpMetrics

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 from pgqueuer.types import QueueExecutionMode
 
 from gateway import jobs
-from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.app import build_evolution_deps, ml_http_client
 from gateway.flows.evolution import EvolutionDeps
 from gateway.flows.pictures import Pictures
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.db.pool import connect, create_pool
 from shared.db.setup import database_dsn
 from shared.settings import Settings
@@ -37,7 +36,7 @@ IDLE_POLL_SECONDS = 0.5
 @dataclass(frozen=True)
 class WorkerDeps:
     dsn: str
-    pool: asyncpg.Pool[Any]
+    uows: UnitOfWorkFactory
     ml: HttpMLClient
     evolution: EvolutionDeps
     pictures: Pictures | None  # None: ML_SEND_IMAGES is off
@@ -71,10 +70,11 @@ async def open_worker(settings: Settings, stack: AsyncExitStack) -> WorkerDeps:
     store = await stack.enter_async_context(open_object_store(settings))
     http = ml_http_client(settings)
     stack.push_async_callback(http.aclose)
-    evolution = build_evolution_deps(settings, pool, store)
+    uows = UnitOfWorkFactory(pool)
+    evolution = build_evolution_deps(settings, uows, store)
     stack.push_async_callback(evolution.aclose)
-    pictures = Pictures(pool, store) if settings.ml_send_images else None
-    return WorkerDeps(dsn, pool, HttpMLClient(http, study=settings.ml_study), evolution, pictures)
+    pictures = Pictures(uows, store) if settings.ml_send_images else None
+    return WorkerDeps(dsn, uows, HttpMLClient(http, study=settings.ml_study), evolution, pictures)
 
 
 @asynccontextmanager
@@ -83,12 +83,12 @@ async def worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
         yield await open_worker(settings, stack)
 
 
-async def _stop_when_idle(pool: asyncpg.Pool[Any], shutdown: asyncio.Event) -> None:
+async def _stop_when_idle(uows: UnitOfWorkFactory, shutdown: asyncio.Event) -> None:
     quiet = 0
     while not shutdown.is_set():
         await asyncio.sleep(IDLE_POLL_SECONDS)
-        async with pool.acquire() as conn:
-            busy = await job_queue.work_in_hand(conn)
+        async with uows.read() as uow:
+            busy = await uow.jobs.work_in_hand()
         quiet = 0 if busy else quiet + 1
         if quiet >= 2:  # twice in a row: a job that just re-queued itself is not missed
             shutdown.set()
@@ -101,8 +101,8 @@ async def drain_jobs(deps: WorkerDeps, *, time_budget: float | None = None) -> D
     that fail are retried by later drains as their retry policy says.
     """
     started = time.monotonic()
-    async with deps.pool.acquire() as conn:
-        before = await job_queue.queued_by_entrypoint(conn)
+    async with deps.uows.read() as uow:
+        before = await uow.jobs.queued_by_entrypoint()
     queue_conn = await connect(deps.dsn)
     manager = jobs.build_worker(queue_conn, deps.ml, deps.evolution, pictures=deps.pictures)
     deadline_hit = asyncio.Event()
@@ -118,7 +118,7 @@ async def drain_jobs(deps: WorkerDeps, *, time_budget: float | None = None) -> D
     )
     # pgqueuer's drain mode waits for deferred jobs too (a retry due in five minutes would hold
     # the function until its deadline): stop once nothing is running or due.
-    idle = asyncio.create_task(_stop_when_idle(deps.pool, manager.shutdown))
+    idle = asyncio.create_task(_stop_when_idle(deps.uows, manager.shutdown))
     try:
         await manager.run(dequeue_timeout=timedelta(seconds=1), mode=QueueExecutionMode.drain)
     finally:
@@ -126,8 +126,8 @@ async def drain_jobs(deps: WorkerDeps, *, time_budget: float | None = None) -> D
         if timer is not None:
             timer.cancel()
         await queue_conn.close()
-    async with deps.pool.acquire() as conn:
-        after = await job_queue.queued_by_entrypoint(conn)
+    async with deps.uows.read() as uow:
+        after = await uow.jobs.queued_by_entrypoint()
     report = DrainReport(before, after, time.monotonic() - started, deadline_hit.is_set())
     log.info("queue drained", extra=report.as_dict())
     return report

@@ -13,6 +13,7 @@ from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app as create_gateway
 from gateway.flows import accounts
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from ml_service.app import create_app as create_ml
 from shared.db.pool import create_pool
 from shared.settings import Settings
@@ -89,11 +90,11 @@ async def ml_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def trainer_token(db_pool: asyncpg.Pool[Any]) -> str:
-    _, token = await accounts.create_user(db_pool, "tina", "trainer")
+    _, token = await accounts.create_user(UnitOfWorkFactory(db_pool), "tina", "trainer")
     return token
 
 
 @pytest.fixture
 async def admin_token(db_pool: asyncpg.Pool[Any]) -> str:
-    _, token = await accounts.create_user(db_pool, "ada", "admin")
+    _, token = await accounts.create_user(UnitOfWorkFactory(db_pool), "ada", "admin")
     return token

@@ -5,13 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from typing import Any
 
-import asyncpg
 from argon2 import PasswordHasher
 
 from gateway.errors import Conflict, InvalidInput, NotFound
-from gateway.repositories import users
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.repositories.users import Role, User
 
 TOKEN_PREFIX = "lat_"  # noqa: S105 (a prefix, not a secret)
@@ -28,7 +26,7 @@ def new_token() -> str:
 
 
 async def create_user(
-    pool: asyncpg.Pool[Any],
+    uows: UnitOfWorkFactory,
     name: str,
     role: Role,
     *,
@@ -44,11 +42,11 @@ async def create_user(
         raise InvalidInput("role must be 'trainer' or 'admin'", code="invalid_role")
     password_hash = hash_password(password) if password is not None else None
     token = new_token()
-    async with pool.acquire() as conn, conn.transaction():
-        if await users.get_user_by_name(conn, name) is not None:
+    async with uows() as uow:
+        if await uow.users.get_user_by_name(name) is not None:
             raise Conflict(f"user {name!r} already exists", code="user_exists")
-        user = await users.insert_user(conn, name, role, password_hash)
-        await users.insert_token(conn, user.id, hash_token(token), token[:12], label)
+        user = await uow.users.insert_user(name, role, password_hash)
+        await uow.users.insert_token(user.id, hash_token(token), token[:12], label)
     return user, token
 
 
@@ -63,43 +61,41 @@ def hash_password(password: str) -> str:
     return PasswordHasher().hash(password)
 
 
-async def set_password(pool: asyncpg.Pool[Any], name: str, password: str) -> None:
+async def set_password(uows: UnitOfWorkFactory, name: str, password: str) -> None:
     """Set (or reset) a user's browser password."""
     password_hash = hash_password(password)
-    async with pool.acquire() as conn:
-        done = await conn.execute(
-            "UPDATE users SET password_hash = $2 WHERE name = $1", name, password_hash
-        )
-    if done.split()[-1] == "0":
+    async with uows() as uow:
+        found = await uow.users.set_password_hash(name, password_hash)
+    if not found:
         raise NotFound(f"no user named {name!r}", code="user_not_found")
 
 
-async def issue_token(pool: asyncpg.Pool[Any], name: str, *, label: str | None = "cli") -> str:
+async def issue_token(uows: UnitOfWorkFactory, name: str, *, label: str | None = "cli") -> str:
     """A new API token for an existing user (older tokens stay valid until revoked)."""
     token = new_token()
-    async with pool.acquire() as conn, conn.transaction():
-        user = await users.get_user_by_name(conn, name)
+    async with uows() as uow:
+        user = await uow.users.get_user_by_name(name)
         if user is None:
             raise NotFound(f"no user named {name!r}", code="user_not_found")
-        await users.insert_token(conn, user.id, hash_token(token), token[:12], label)
+        await uow.users.insert_token(user.id, hash_token(token), token[:12], label)
     return token
 
 
-async def revoke_user_tokens(pool: asyncpg.Pool[Any], name: str) -> int:
-    async with pool.acquire() as conn, conn.transaction():
-        user = await users.get_user_by_name(conn, name)
+async def revoke_user_tokens(uows: UnitOfWorkFactory, name: str) -> int:
+    async with uows() as uow:
+        user = await uow.users.get_user_by_name(name)
         if user is None:
             raise NotFound(f"no user named {name!r}", code="user_not_found")
-        return await users.revoke_tokens(conn, user.id)
+        return await uow.users.revoke_tokens(user.id)
 
 
-async def authenticate_token(pool: asyncpg.Pool[Any], token: str) -> User | None:
+async def authenticate_token(uows: UnitOfWorkFactory, token: str) -> User | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    async with pool.acquire() as conn:
-        return await users.find_user_by_token_hash(conn, hash_token(token))
+    async with uows.read() as uow:
+        return await uow.users.find_user_by_token_hash(hash_token(token))
 
 
-async def list_accounts(pool: asyncpg.Pool[Any]) -> list[User]:
-    async with pool.acquire() as conn:
-        return await users.list_users(conn)
+async def list_accounts(uows: UnitOfWorkFactory) -> list[User]:
+    async with uows.read() as uow:
+        return await uow.users.list_users()

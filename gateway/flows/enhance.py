@@ -5,30 +5,36 @@ best) and the current prompt. Once a reward model is trained, several candidates
 (different seeds; fewer on paid APIs, ``ENHANCE_MAX_PAID_CANDIDATES``), scored by the reward
 model, and the best is kept; otherwise one render. The answer says which API, parameters,
 prompt version and predicted rating produced the image.
+
+The upload checks, render requests, cost guard, reward scoring, stored objects and image rows
+are the training flow's (``gateway.flows.training``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.adapters.ml_client import MLClient, fallback_suggestion
 from gateway.domain.arms import APIS
-from gateway.domain.images import ValidatedImage, decode_upload, downscaled_jpeg
+from gateway.domain.images import ValidatedImage
 from gateway.errors import LatinaError, UpstreamError
-from gateway.flows.training import TrainingDeps, check_project
-from gateway.providers.base import RenderRequest, RenderResult
-from gateway.repositories import experiments as repo
-from gateway.repositories import prompts
+from gateway.flows.training.candidates import ToScore, reward_scores
+from gateway.flows.training.deps import TrainingDeps
+from gateway.flows.training.records import all_or_nothing, original_row, rendered_row
+from gateway.flows.training.rendering import (
+    new_seed,
+    render,
+    render_request,
+    within_cost_guard,
+)
+from gateway.flows.training.uploads import check_project, decode
+from gateway.providers.base import RenderResult
 from gateway.repositories.users import User
-from shared.storage import new_object_key
 
 log = logging.getLogger("latina.enhance")
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 @dataclass(frozen=True)
@@ -68,41 +74,24 @@ async def enhance(
     user: User,
 ) -> dict[str, Any]:
     project = check_project(project_id)
-    image: ValidatedImage = await asyncio.to_thread(
-        decode_upload, upload, max_bytes=deps.max_bytes, max_pixels=deps.max_pixels
-    )
-    async with deps.pool.acquire() as conn:
-        prompt = await prompts.current(conn)
+    image = await decode(upload, max_bytes=deps.max_bytes, max_pixels=deps.max_pixels)
+    async with deps.uows.read() as uow:
+        prompt = await uow.prompts.current()
     if prompt is None:
         raise LatinaError("no current prompt version", code="no_prompt_version")
     api, parameters, predicted = await _choice(deps.ml, deps)
     provider = deps.providers[api]
     ranked = await _reward_ready(deps.ml)
-    count = policy.candidates if ranked else 1
-    if provider.name != "local":
-        count = min(count, policy.max_paid_candidates)  # the cost guard for paid APIs
+    count = within_cost_guard(
+        provider, policy.candidates if ranked else 1, policy.max_paid_candidates
+    )
     gate = asyncio.Semaphore(policy.concurrency)
 
-    async def render(seed: int) -> RenderResult | LatinaError:
+    async def render_one(seed: int) -> RenderResult | LatinaError:
         async with gate:
-            try:
-                return await provider.render(
-                    RenderRequest(
-                        api=api,  # type: ignore[arg-type]
-                        image=image.data,
-                        content_type=image.content_type,
-                        width=image.width,
-                        height=image.height,
-                        prompt=prompt.prompt,
-                        negative_prompt=prompt.negative_prompt,
-                        parameters=parameters,
-                        seed=seed,
-                    )
-                )
-            except LatinaError as exc:
-                return exc
+            return await render(provider, render_request(api, image, prompt, parameters, seed))
 
-    results = await asyncio.gather(*(render(secrets.randbelow(2**31)) for _ in range(count)))
+    results = await asyncio.gather(*(render_one(new_seed()) for _ in range(count)))
     rendered = [r for r in results if isinstance(r, RenderResult)]
     if not rendered:
         first = next(r for r in results if isinstance(r, LatinaError))
@@ -115,50 +104,30 @@ async def enhance(
     chosen, uncertainty = rendered[0], None
     if ranked and len(rendered) > 1:
         chosen, predicted, uncertainty = await _rank(deps.ml, api, parameters, image, rendered)
-    original_key = new_object_key("originals", image.extension)
-    key = new_object_key("enhanced", _EXTENSIONS.get(chosen.content_type, "png"))
-    await deps.store.put(deps.uploads_bucket, original_key, image.data, image.content_type)
-    await deps.store.put(deps.enhanced_bucket, key, chosen.image, chosen.content_type)
-    async with deps.pool.acquire() as conn, conn.transaction():
-        original_id = await repo.insert_image(
-            conn,
-            repo.NewImage(
-                project,
-                "original",
-                deps.uploads_bucket,
-                original_key,
-                image.content_type,
-                len(image.data),
-                image.width,
-                image.height,
-                {"format": image.format, "purpose": "enhance"},
-            ),
-            None,
-            user.id,
-        )
-        image_id = await repo.insert_image(
-            conn,
-            repo.NewImage(
-                project,
-                "enhanced",
-                deps.enhanced_bucket,
-                key,
-                chosen.content_type,
-                len(chosen.image),
-                chosen.width,
-                chosen.height,
-                {
-                    "provider": chosen.metadata,
-                    "api": api,
-                    "parameters": parameters,
-                    "prompt_version": prompt.version,
-                    "predicted_rating": predicted,
-                    "purpose": "enhance",
-                },
-            ),
-            original_id,
-            user.id,
-        )
+    async with all_or_nothing(deps.store) as objects:
+        original_key = await objects.original(deps.uploads_bucket, image)
+        key = await objects.rendered(deps.enhanced_bucket, chosen)
+        async with deps.uows() as uow:
+            original_id = await uow.experiments.insert_image(
+                original_row(project, deps.uploads_bucket, original_key, image, purpose="enhance"),
+                None,
+                user.id,
+            )
+            image_id = await uow.experiments.insert_image(
+                rendered_row(
+                    project,
+                    deps.enhanced_bucket,
+                    key,
+                    chosen,
+                    api=api,
+                    parameters=parameters,
+                    prompt_version=prompt.version,
+                    predicted_rating=predicted,
+                    purpose="enhance",
+                ),
+                original_id,
+                user.id,
+            )
     return {
         "image_id": image_id,
         "url": await deps.store.url(deps.enhanced_bucket, key, deps.url_ttl),
@@ -185,23 +154,11 @@ async def _rank(
     image: ValidatedImage,
     rendered: list[RenderResult],
 ) -> tuple[RenderResult, float | None, float | None]:
-    original = base64.b64encode(await asyncio.to_thread(downscaled_jpeg, image.data)).decode()
-    candidates = []
-    for index, result in enumerate(rendered):
-        small = await asyncio.to_thread(downscaled_jpeg, result.image)
-        candidates.append(
-            {
-                "id": str(index),
-                "api": api,
-                "parameters": parameters,
-                "image_b64": base64.b64encode(small).decode(),
-                "original_b64": original,
-            }
-        )
-    try:
-        scores = (await ml.reward_score(candidates))["scores"]
-    except UpstreamError as exc:
-        log.warning("reward model unavailable, keeping the first render: %s", exc.message)
+    """The render the reward model rates best; the first when it cannot answer."""
+    scores = await reward_scores(
+        ml, image, [ToScore(str(i), api, parameters, r) for i, r in enumerate(rendered)]
+    )
+    if not scores:
         return rendered[0], None, None
-    best = max(scores, key=lambda s: s["predicted_rating"])
+    best = max(scores.values(), key=lambda s: s["predicted_rating"])
     return rendered[int(best["id"])], best["predicted_rating"], best["uncertainty"]

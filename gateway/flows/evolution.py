@@ -16,16 +16,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
-from gateway.adapters import job_queue
 from gateway.adapters.prompt_export import PromptExporter
 from gateway.domain.ab_tests import judge
 from gateway.domain.evolution.analysis import analyse
 from gateway.domain.evolution.proposals import Evolver
 from gateway.domain.schedule import evolution_due
-from gateway.repositories import ab_tests, evolution, prompts
-from shared.db.pool import Conn
+from gateway.flows.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("latina.evolution")
 
@@ -34,7 +30,7 @@ WAITING = "waiting_for_ab_test"
 
 @dataclass(frozen=True)
 class EvolutionDeps:
-    pool: asyncpg.Pool[Any]
+    uows: UnitOfWorkFactory
     evolver: Evolver
     exporter: PromptExporter
     ab_test_samples: int
@@ -47,78 +43,80 @@ class EvolutionDeps:
             await close()
 
 
-async def _busy(conn: Conn, sample_number: int) -> bool:
-    if await ab_tests.running(conn) is not None:
+async def _busy(uow: UnitOfWork, sample_number: int) -> bool:
+    if await uow.ab_tests.running() is not None:
         return True
-    return await evolution.other_running(conn, sample_number) is not None
+    return await uow.evolution.other_running(sample_number) is not None
 
 
-async def on_sample(conn: Conn, sample_number: int, experiment_id: str, every: int) -> str | None:
+async def on_sample(
+    uow: UnitOfWork, sample_number: int, experiment_id: str, every: int
+) -> str | None:
     """In the rating transaction: open the round of an ``every``-th sample. Returns its status."""
     if not evolution_due(sample_number, every):
         return None
-    status = WAITING if await _busy(conn, sample_number) else "triggered"
-    await evolution.open_round(conn, sample_number, experiment_id, status)
+    status = WAITING if await _busy(uow, sample_number) else "triggered"
+    await uow.evolution.open_round(sample_number, experiment_id, status)
     if status == "triggered":
-        await job_queue.enqueue_evolution(conn, sample_number)
+        await uow.jobs.enqueue_evolution(sample_number)
     return status
 
 
-async def release_waiting(conn: Conn) -> int | None:
+async def release_waiting(uow: UnitOfWork) -> int | None:
     """Start the newest waiting round once nothing holds it; older waiting ones are superseded."""
-    if await ab_tests.running(conn) is not None:
+    if await uow.ab_tests.running() is not None:
         return None
-    waiting = await evolution.waiting_rounds(conn)
+    waiting = await uow.evolution.waiting_rounds()
     if not waiting:
         return None
     newest, *older = waiting
     for sample in older:
-        await evolution.set_status(
-            conn, sample, "done", error=f"superseded by the round of sample {newest}"
+        await uow.evolution.set_status(
+            sample, "done", error=f"superseded by the round of sample {newest}"
         )
-    await evolution.set_status(conn, newest, "triggered")
-    await job_queue.enqueue_evolution(conn, newest)
+    await uow.evolution.set_status(newest, "triggered")
+    await uow.jobs.enqueue_evolution(newest)
     return newest
 
 
-async def supersede_waiting(conn: Conn, sample_number: int) -> None:
+async def supersede_waiting(uow: UnitOfWork, sample_number: int) -> None:
     """A newer round started: the ones still waiting would evolve from stale data."""
-    for sample in await evolution.waiting_rounds(conn):
+    for sample in await uow.evolution.waiting_rounds():
         if sample != sample_number:
-            await evolution.set_status(
-                conn, sample, "done", error=f"superseded by the round of sample {sample_number}"
+            await uow.evolution.set_status(
+                sample, "done", error=f"superseded by the round of sample {sample_number}"
             )
 
 
-async def decide_ab_test(conn: Conn, ab_test_id: int) -> bool:
+async def decide_ab_test(uow: UnitOfWork, ab_test_id: int) -> bool:
     """In the rating transaction: once every slot's experiment is rated, record the decision
     and promote the new version or reject it. Returns whether this call decided the test."""
-    test = await ab_tests.lock_if_running(conn, ab_test_id)
+    test = await uow.ab_tests.lock_if_running(ab_test_id)
     if test is None:
         return False
-    verdict = judge(await ab_tests.rated(conn, ab_test_id), test["samples_planned"])
+    verdict = judge(await uow.ab_tests.rated(ab_test_id), test["samples_planned"])
     if verdict is None:
         return False
-    await ab_tests.record_verdict(conn, ab_test_id, verdict)
+    await uow.ab_tests.record_verdict(ab_test_id, verdict)
     if verdict.promote:
-        await prompts.make_current(conn, test["new_version_id"])
+        await uow.prompts.make_current(test["new_version_id"])
     else:
-        await prompts.set_status(conn, test["new_version_id"], "rejected")
+        await uow.prompts.set_status(test["new_version_id"], "rejected")
     return True
 
 
 async def run_round(deps: EvolutionDeps, sample_number: int) -> str | None:
     """The job: propose a new version and start its A/B test. Returns the new version's name."""
-    async with deps.pool.acquire() as conn, conn.transaction():
-        state = await evolution.lock_round(conn, sample_number)
+    async with deps.uows() as uow:
+        state = await uow.evolution.lock_round(sample_number)
         if state is None or state["status"] in ("done", "failed", WAITING):
             return None
-        if await _busy(conn, sample_number):
-            await evolution.set_status(conn, sample_number, WAITING)
+        if await _busy(uow, sample_number):
+            await uow.evolution.set_status(sample_number, WAITING)
             return None
-        await evolution.set_status(conn, sample_number, "running")
-        parent = await prompts.current(conn)
-        options = await evolution.recent_options(conn, sample_number, deps.window)
+        await uow.evolution.set_status(sample_number, "running")
+        parent = await uow.prompts.current()
+        options = await uow.evolution.recent_options(sample_number, deps.window)
     if parent is None:
         raise RuntimeError("no current prompt version to evolve")
     analysis = analyse(parent.version, parent.prompt, parent.negative_prompt, options)
@@ -127,20 +125,19 @@ async def run_round(deps: EvolutionDeps, sample_number: int) -> str | None:
     except Exception as exc:
         # Evolvers fall back on their own; reaching here is a bug or a broken rule table.
         log.exception("evolution failed", extra={"sample_number": sample_number})
-        async with deps.pool.acquire() as conn, conn.transaction():
-            await evolution.set_status(conn, sample_number, "failed", error=repr(exc)[:500])
-            await release_waiting(conn)
+        async with deps.uows() as uow:
+            await uow.evolution.set_status(sample_number, "failed", error=repr(exc)[:500])
+            await release_waiting(uow)
         return None
-    async with deps.pool.acquire() as conn, conn.transaction():
-        state = await evolution.lock_round(conn, sample_number)
+    async with deps.uows() as uow:
+        state = await uow.evolution.lock_round(sample_number)
         if state is None or state["status"] != "running":
             return None
-        if await ab_tests.running(conn) is not None:
-            await evolution.set_status(conn, sample_number, WAITING)
+        if await uow.ab_tests.running() is not None:
+            await uow.evolution.set_status(sample_number, WAITING)
             return None
-        current = await prompts.current(conn) or parent
-        row = await prompts.create_child(
-            conn,
+        current = await uow.prompts.current() or parent
+        row = await uow.prompts.create_child(
             parent,
             prompt=proposal.prompt,
             negative_prompt=proposal.negative_prompt,
@@ -148,15 +145,13 @@ async def run_round(deps: EvolutionDeps, sample_number: int) -> str | None:
             changes=list(proposal.changes),
             reasoning=proposal.reasoning,
         )
-        await ab_tests.create(
-            conn,
+        await uow.ab_tests.create(
             evolution_sample=sample_number,
             old_id=current.id,
             new_id=row["id"],
             planned=deps.ab_test_samples,
         )
-        await evolution.finish(
-            conn,
+        await uow.evolution.finish(
             sample_number,
             parent_version_id=parent.id,
             new_version_id=row["id"],

@@ -7,10 +7,8 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from gateway.errors import InvalidInput
-from gateway.repositories import history as repo
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.storage import ObjectStore
 
 
@@ -29,7 +27,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 async def training_history(
-    pool: asyncpg.Pool[Any],
+    uows: UnitOfWorkFactory,
     store: ObjectStore,
     *,
     limit: int,
@@ -41,9 +39,8 @@ async def training_history(
     max_rating: int | None = None,
 ) -> dict[str, Any]:
     after = decode_cursor(cursor) if cursor else None
-    async with pool.acquire() as conn:
-        rows = await repo.page(
-            conn,
+    async with uows.read() as uow:
+        rows = await uow.history.page(
             limit=limit + 1,
             after=after,
             project_id=project_id,
@@ -51,7 +48,7 @@ async def training_history(
             min_rating=min_rating,
             max_rating=max_rating,
         )
-        options = await repo.options_for(conn, [r["id"] for r in rows[:limit]])
+        options = await uow.history.options_for([r["id"] for r in rows[:limit]])
     items = []
     for row in rows[:limit]:
         item_options = []

@@ -17,13 +17,10 @@ import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
-
-import asyncpg
 
 from gateway.domain.images import downscaled_jpeg
 from gateway.errors import LatinaError
-from gateway.repositories import experiments as repo
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.priority import lower_thread_priority
 from shared.storage import ObjectStore
 from shared.wire.ml import ObservationIn
@@ -41,14 +38,14 @@ def background_thread() -> ThreadPoolExecutor:
 
 @dataclass(frozen=True)
 class Pictures:
-    pool: asyncpg.Pool[Any]
+    uows: UnitOfWorkFactory
     store: ObjectStore
 
     async def of(self, experiment_id: str) -> dict[str, str]:
         """The experiment's images (options and "original"), downscaled and base64-encoded;
         empty when the original cannot be read."""
-        async with self.pool.acquire() as conn:
-            keys = await repo.image_keys(conn, experiment_id)
+        async with self.uows.read() as uow:
+            keys = await uow.experiments.image_keys(experiment_id)
         out: dict[str, str] = {}
         loop = asyncio.get_running_loop()
         for name, (bucket, key) in keys.items():

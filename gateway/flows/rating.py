@@ -6,9 +6,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
-from gateway.adapters import job_queue
 from gateway.adapters.ml_client import MLClient
 from gateway.adapters.prompt_export import PromptExporter
 from gateway.domain.ratings import check_against, check_ratings
@@ -28,8 +25,7 @@ from gateway.flows.evolution import (
     supersede_waiting,
 )
 from gateway.flows.prompts import export_after_change
-from gateway.repositories import ab_tests, evolution
-from gateway.repositories import experiments as repo
+from gateway.flows.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from gateway.repositories.users import User
 from shared.wire.gateway import RateRequest
 from shared.wire.ml import ObservationIn
@@ -47,7 +43,7 @@ class RatingPolicy:
 
 
 async def record_ratings(
-    pool: asyncpg.Pool[Any],
+    uows: UnitOfWorkFactory,
     ml: MLClient,
     request: RateRequest,
     user: User,
@@ -60,14 +56,14 @@ async def record_ratings(
     for their features), any A/B decision and any evolution trigger in one transaction; then
     try to deliver the update at once. Identical resubmissions get the first answer again."""
     given = check_ratings(request.ratings)
-    async with pool.acquire() as conn, conn.transaction():
-        experiment = await repo.lock_experiment(conn, request.experiment_id)
+    async with uows() as uow:
+        experiment = await uow.experiments.lock_experiment(request.experiment_id)
         if experiment is None:
             raise NotFound(f"no experiment {request.experiment_id!r}", code="experiment_not_found")
-        options = await repo.options_of(conn, experiment.id)
+        options = await uow.experiments.options_of(experiment.id)
         check_against(given, {o.option: o.image_id for o in options})
         if experiment.sample_number is not None:
-            stored = await repo.ratings_of(conn, experiment.id)
+            stored = await uow.experiments.ratings_of(experiment.id)
             if {k: (v.rating, v.comments) for k, v in given.items()} != stored:
                 raise Conflict(
                     "this experiment was already rated with other values",
@@ -76,11 +72,11 @@ async def record_ratings(
                 )
             if experiment.rate_response is not None:
                 return experiment.rate_response
-            return await _response(conn, experiment.sample_number, False, policy)
+            return await _response(uow, experiment.sample_number, False, policy)
         for option in options:
             rated = given[option.option]
-            await repo.insert_rating(
-                conn, experiment.id, option, rated.rating, rated.comments, user.id
+            await uow.experiments.insert_rating(
+                experiment.id, option, rated.rating, rated.comments, user.id
             )
         observations = [
             ObservationIn(
@@ -93,39 +89,39 @@ async def record_ratings(
             )
             for o in options
         ]
-        job_id = await job_queue.enqueue_ml_update(
-            conn, experiment.id, observations, delay_seconds=policy.retry_delay
+        job_id = await uow.jobs.enqueue_ml_update(
+            experiment.id, observations, delay_seconds=policy.retry_delay
         )
         if send_images:  # the worker sends them (gateway.flows.pictures): nobody waits for that
-            await job_queue.enqueue_ml_features(conn, experiment.id, observations)
+            await uow.jobs.enqueue_ml_features(experiment.id, observations)
         decided: int | None = None
-        test_id = await ab_tests.test_of(conn, experiment.id)
-        if test_id is not None and await decide_ab_test(conn, test_id):
+        test_id = await uow.ab_tests.test_of(experiment.id)
+        if test_id is not None and await decide_ab_test(uow, test_id):
             decided = test_id
         # The rows every rating updates come last, one statement each: their locks are held
         # until the commit, and concurrent ratings queue on them.
-        await repo.add_to_prompt_score(
-            conn, experiment.prompt_version_id, [given[o.option].rating for o in options]
+        await uow.experiments.add_to_prompt_score(
+            experiment.prompt_version_id, [given[o.option].rating for o in options]
         )
-        sample = await repo.number_as_rated(conn, experiment.id, user.id)
-        status = await on_sample(conn, sample, experiment.id, policy.evolution_every)
+        sample = await uow.experiments.number_as_rated(experiment.id, user.id)
+        status = await on_sample(uow, sample, experiment.id, policy.evolution_every)
         if reward_retrain_due(sample, policy.phase_1_target, policy.reward_retrain_every):
-            await job_queue.enqueue_reward_training(conn, sample)
+            await uow.jobs.enqueue_reward_training(sample)
         if decided is not None:
             if status == "triggered":
-                await supersede_waiting(conn, sample)
+                await supersede_waiting(uow, sample)
             else:
-                await release_waiting(conn)
+                await release_waiting(uow)
     # No connection is held while the ML service is asked: a hanging ML service must not
     # use up the pool for every other endpoint.
     delivered = await _deliver(ml, observations, policy.delivery_timeout)
-    async with pool.acquire() as conn, conn.transaction():
+    async with uows() as uow:
         if delivered:
-            await job_queue.forget_job(conn, job_id)
-        body = await _response(conn, sample, delivered, policy, decided or test_id)
-        await repo.store_rate_response(conn, experiment.id, body)
+            await uow.jobs.forget_job(job_id)
+        body = await _response(uow, sample, delivered, policy, decided or test_id)
+        await uow.experiments.store_rate_response(experiment.id, body)
         if decided is not None and exporter is not None:
-            await export_after_change(conn, exporter, ab_test_id=decided)
+            await export_after_change(uow, exporter, ab_test_id=decided)
     return body
 
 
@@ -139,18 +135,18 @@ async def _deliver(ml: MLClient, observations: list[ObservationIn], timeout: flo
 
 
 async def _response(
-    conn: Any, sample: int, ml_updated: bool, policy: RatingPolicy, test_id: int | None = None
+    uow: UnitOfWork, sample: int, ml_updated: bool, policy: RatingPolicy, test_id: int | None = None
 ) -> dict[str, Any]:
     """The rate response. ``ab_test`` is the test this sample belonged to (as it stands now:
     running, or decided by this or a concurrent sample), else the running test, else null."""
-    means = await repo.api_means_over_last(conn, CURRENT_WINDOW)
+    means = await uow.experiments.api_means_over_last(CURRENT_WINDOW)
     triggered = evolution_due(sample, policy.evolution_every)
-    round_status = await evolution.round_status(conn, sample) if triggered else None
+    round_status = await uow.evolution.round_status(sample) if triggered else None
     ab_test: dict[str, Any] | None
     if test_id is not None:
-        ab_test = await ab_tests.view(conn, test_id)
+        ab_test = await uow.ab_tests.view(test_id)
     else:
-        ab_test = await ab_tests.running_view(conn)
+        ab_test = await uow.ab_tests.running_view()
     return {
         "success": True,
         "ml_updated": ml_updated,
@@ -161,7 +157,7 @@ async def _response(
         "prompt_evolution": {
             "triggered": triggered,
             "waiting_for_ab_test": round_status == WAITING,
-            "new_version": await evolution.version_created_between(conn, sample),
+            "new_version": await uow.evolution.version_created_between(sample),
             "ab_test": ab_test,
         },
     }

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
 from gateway.adapters import job_queue
 from gateway.adapters.ml_client import MLClient
 from gateway.domain.arms import APIS
 from gateway.domain.schedule import CURRENT_WINDOW, current_best_rating, phase_1_complete
 from gateway.errors import UpstreamError
 from gateway.flows.evolution import WAITING
-from gateway.repositories import ab_tests, evolution, training
-from gateway.repositories import experiments as experiment_repo
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 
 
 async def _gp_load(ml: MLClient) -> tuple[bool, int]:
@@ -29,19 +26,19 @@ async def _gp_load(ml: MLClient) -> tuple[bool, int]:
 
 
 async def training_status(
-    pool: asyncpg.Pool[Any], ml: MLClient, *, phase_1_target: int
+    uows: UnitOfWorkFactory, ml: MLClient, *, phase_1_target: int
 ) -> dict[str, Any]:
     """Counters, per-API figures, the learning curve and the ML service's state."""
-    async with pool.acquire() as conn:
-        samples = await training.count_samples(conn)
-        figures = {f.api: f for f in await training.per_api_figures(conn)}
-        recent = await experiment_repo.api_means_over_last(conn, CURRENT_WINDOW)
-        curve = await training.learning_curve(conn)
-        prompt = await training.current_prompt(conn)
-        pending = await job_queue.pending_jobs(conn, job_queue.ML_UPDATE)
-        ab_test = await ab_tests.running_view(conn)
-        last_round = await evolution.latest(conn)
-        errors = await training.prediction_errors(conn)
+    async with uows.read() as uow:
+        samples = await uow.training.count_samples()
+        figures = {f.api: f for f in await uow.training.per_api_figures()}
+        recent = await uow.experiments.api_means_over_last(CURRENT_WINDOW)
+        curve = await uow.training.learning_curve()
+        prompt = await uow.training.current_prompt()
+        pending = await uow.jobs.pending_jobs(job_queue.ML_UPDATE)
+        ab_test = await uow.ab_tests.running_view()
+        last_round = await uow.evolution.latest()
+        errors = await uow.training.prediction_errors()
     try:
         best: dict[str, Any] = await ml.best()
         reachable = True

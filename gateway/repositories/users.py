@@ -123,6 +123,14 @@ async def get_user_by_id(conn: Conn, user_id: int) -> User | None:
     return _user(row) if row else None
 
 
+async def set_password_hash(conn: Conn, name: str, password_hash: str) -> bool:
+    """Whether a user of that name was there to update."""
+    done = await conn.execute(
+        "UPDATE users SET password_hash = $2 WHERE name = $1", name, password_hash
+    )
+    return str(done).split()[-1] != "0"
+
+
 async def password_hash_of(conn: Conn, name: str) -> tuple[User, str | None] | None:
     row = await conn.fetchrow(
         "SELECT id, name, role, created_at, disabled_at, password_hash FROM users WHERE name = $1",

@@ -27,5 +27,5 @@ async def me(request: Request) -> Response:
 
 async def list_users(request: Request) -> Response:
     current_user(request, "admin")
-    items = await list_accounts(gateway_state(request).pool)
+    items = await list_accounts(gateway_state(request).uows)
     return JSONResponse({"items": [_user_json(u) for u in items]})

@@ -52,7 +52,7 @@ async def _upload(
 
 def _deps(state: GatewayState) -> TrainingDeps:
     return TrainingDeps(
-        pool=state.pool,
+        uows=state.uows,
         store=state.store,
         ml=_ml(state),
         providers=state.providers,
@@ -116,7 +116,7 @@ async def rate(request: Request) -> Response:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
     body = await record_ratings(
-        state.pool,
+        state.uows,
         _ml(state),
         RateRequest.model_validate(raw),
         user,
@@ -137,7 +137,7 @@ async def status(request: Request) -> Response:
     current_user(request)
     state = gateway_state(request)
     body = await training_status(
-        state.pool, _ml(state), phase_1_target=state.settings.phase_1_target
+        state.uows, _ml(state), phase_1_target=state.settings.phase_1_target
     )
     return JSONResponse(body)
 
@@ -150,7 +150,7 @@ async def history(request: Request) -> Response:
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
         raise InvalidInput("limit must be an integer from 1 to 200", code="invalid_limit")
     body = await training_history(
-        state.pool,
+        state.uows,
         state.store,
         limit=int(raw_limit),
         cursor=q.get("cursor"),

@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.auth import AuthenticatedUser, csrf_matches, csrf_token
-from gateway.repositories import users
 from gateway.repositories.users import User
 from gateway.state import gateway_state
 
@@ -68,15 +67,15 @@ async def login_submit(request: Request) -> Response:
         return _back_to_login("csrf", next_path)
     client = _client(request)
     settings = state.settings
-    async with state.pool.acquire() as conn:
-        failures = await users.recent_failures(conn, name, client, settings.login_window_seconds)
+    async with state.uows.read() as uow:  # each statement commits on its own, as before
+        failures = await uow.users.recent_failures(name, client, settings.login_window_seconds)
         if failures >= settings.login_max_failures:
             log.warning("login refused: too many failures", extra={"user": name, "client": client})
             return _back_to_login("rate_limited", next_path)
-        found = await users.password_hash_of(conn, name) if name else None
+        found = await uow.users.password_hash_of(name) if name else None
         user, stored = found if found else (None, None)
         ok = _verify(stored, password) and user is not None and not user.disabled
-        await users.record_login(conn, name, client, ok)
+        await uow.users.record_login(name, client, ok)
     if not ok or user is None:
         return _back_to_login("invalid", next_path)
     request.session.clear()  # a new session on login: no fixation

@@ -17,6 +17,7 @@ from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.flows import accounts
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.db.embedded import embedded_server
 from shared.settings import Settings
 
@@ -51,7 +52,7 @@ async def main() -> None:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
                 pool = manager._state["gateway"].pool
-                _, token = await accounts.create_user(pool, "bench", "trainer")
+                _, token = await accounts.create_user(UnitOfWorkFactory(pool), "bench", "trainer")
                 auth = {"Authorization": f"Bearer {token}"}
                 baseline = await _rate(client, "/healthz", {})
                 authed = await _rate(client, "/api/me", auth)

@@ -86,7 +86,7 @@ async def _gateway(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient,
             transport=transport, base_url="http://bench", timeout=120
         ) as client:
             state: GatewayState = manager._state["gateway"]
-            _, token = await accounts.create_user(state.pool, f"bench{time.time_ns()}", "trainer")
+            _, token = await accounts.create_user(state.uows, f"bench{time.time_ns()}", "trainer")
             client.headers["Authorization"] = f"Bearer {token}"
             yield client, state
 

@@ -38,6 +38,7 @@ import asyncpg
 
 from gateway.adapters import job_queue
 from gateway.flows import accounts
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.db.embedded import embedded_server
 from shared.db.pool import create_pool
 from shared.settings import Settings
@@ -175,7 +176,7 @@ class Stack:
 
     async def trainer(self, name: str) -> str:
         """A new trainer account; its API token."""
-        _, token = await accounts.create_user(self.pool, name, "trainer")
+        _, token = await accounts.create_user(UnitOfWorkFactory(self.pool), name, "trainer")
         return token
 
     async def work_in_hand(self) -> int:

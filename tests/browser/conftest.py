@@ -28,6 +28,7 @@ from playwright.async_api import (
 
 from gateway.app import create_app
 from gateway.flows import accounts
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.providers.base import ImageProvider
 from ml_service.app import create_app as create_ml
 from shared.settings import Settings
@@ -131,7 +132,9 @@ async def site(
     db_pool: asyncpg.Pool[Any],
     providers: dict[str, ImageProvider] | None,
 ) -> AsyncIterator[Site]:
-    _, token = await accounts.create_user(db_pool, TRAINER, "trainer", password=PASSWORD)
+    _, token = await accounts.create_user(
+        UnitOfWorkFactory(db_pool), TRAINER, "trainer", password=PASSWORD
+    )
     # The pages show what the ML service answers: wait for it as production would (the first GP
     # fit of a test session, cold, can take longer than the 1 s the HTTP-level tests allow).
     patient = {"ml_service_url": ml_url, "ml_service_timeout": 30.0}

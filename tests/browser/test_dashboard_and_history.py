@@ -8,6 +8,7 @@ from typing import Any
 from playwright.async_api import Page, expect
 
 from gateway.flows import accounts
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from tests.browser.conftest import PASSWORD, TRAINER, Site, log_in, screenshot
 
 CHART_DATA = """(id) => {
@@ -177,7 +178,9 @@ async def test_history_pages_through_older_experiments(page: Page, site: Site) -
 
 
 async def test_history_filters_by_project_trainer_and_rating(page: Page, site: Site) -> None:
-    _, other_token = await accounts.create_user(site.pool, "rhea", "trainer", password=PASSWORD)
+    _, other_token = await accounts.create_user(
+        UnitOfWorkFactory(site.pool), "rhea", "trainer", password=PASSWORD
+    )
     mine = await site.rated_sample({"A": 5, "B": 4}, project_id="villa-7")
     theirs = await site.rated_sample({"A": 1, "B": 2}, token=other_token, project_id="loft")
     await log_in(page, "/history")

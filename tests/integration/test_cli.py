@@ -12,6 +12,7 @@ import asyncpg
 from argon2 import PasswordHasher
 
 from gateway.flows.accounts import authenticate_token
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 
 
 def latina(*args: str, database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -51,7 +52,7 @@ async def test_users_create_prints_a_token_that_authenticates(
     )
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip().splitlines()[-1]
-    user = await authenticate_token(db_pool, token)
+    user = await authenticate_token(UnitOfWorkFactory(db_pool), token)
     assert user is not None and user.name == "maria" and user.role == "admin"
     async with db_pool.acquire() as conn:
         stored = await conn.fetchval("SELECT token_hash FROM api_tokens")

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from gateway.app import create_app
 from gateway.flows import accounts
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.settings import Settings
 from shared.storage.local import LocalObjectStore
 from tests import pg
@@ -133,7 +134,7 @@ async def test_revoked_token_is_refused(
 ) -> None:
     headers = {"Authorization": f"Bearer {trainer_token}"}
     assert (await gateway.get("/api/me", headers=headers)).status_code == 200
-    assert await accounts.revoke_user_tokens(db_pool, "tina") == 1
+    assert await accounts.revoke_user_tokens(UnitOfWorkFactory(db_pool), "tina") == 1
     assert_error_shape(await gateway.get("/api/me", headers=headers), 401)
 
 

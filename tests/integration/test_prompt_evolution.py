@@ -20,6 +20,7 @@ from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.adapters.prompt_export import PROMPTS_DIR
 from gateway.app import build_evolution_deps, create_app
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from ml_service.app import create_app as create_ml
 from shared.db.pool import connect, create_pool
 from shared.settings import Settings
@@ -88,7 +89,7 @@ class Stack:
                 base_url=self.settings.ml_service_url,
                 headers={"Authorization": f"Bearer {self.settings.ml_service_token}"},
             ) as http:
-                deps = build_evolution_deps(self.settings, self.pool, store)
+                deps = build_evolution_deps(self.settings, UnitOfWorkFactory(self.pool), store)
                 try:
                     await jobs.run_worker(conn, HttpMLClient(http), deps, drain=True)
                 finally:

@@ -13,6 +13,7 @@ from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.flows.accounts import create_user
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.db.pool import create_pool
 from shared.settings import Settings
 
@@ -39,7 +40,7 @@ async def _client(
 
 @pytest.fixture
 async def browser(settings: Settings, pool: asyncpg.Pool[Any]) -> AsyncIterator[httpx.AsyncClient]:
-    await create_user(pool, "sessy", "trainer", password=PASSWORD)
+    await create_user(UnitOfWorkFactory(pool), "sessy", "trainer", password=PASSWORD)
     async for c in _client(settings):
         yield c
 
@@ -161,7 +162,7 @@ async def test_pages_need_a_login_and_every_response_has_security_headers(
 
 
 async def test_production_cookies_are_secure(settings: Settings, pool: asyncpg.Pool[Any]) -> None:
-    await create_user(pool, "pat", "trainer", password=PASSWORD)
+    await create_user(UnitOfWorkFactory(pool), "pat", "trainer", password=PASSWORD)
     production = settings.model_copy(
         update={
             "latina_env": "production",

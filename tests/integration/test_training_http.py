@@ -18,6 +18,7 @@ from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.app import create_app
 from gateway.flows.pictures import Pictures
+from gateway.flows.unit_of_work import UnitOfWorkFactory
 from ml_service.app import create_app as create_ml
 from shared.db.pool import connect
 from shared.settings import Settings
@@ -147,7 +148,10 @@ async def drain_with_pictures(settings: Settings, pool: asyncpg.Pool[Any], ml_ur
             # a job left to retry would hold a drain: fail rather than hang
             await asyncio.wait_for(
                 jobs.run_worker(
-                    conn, HttpMLClient(http), pictures=Pictures(pool, store), drain=True
+                    conn,
+                    HttpMLClient(http),
+                    pictures=Pictures(UnitOfWorkFactory(pool), store),
+                    drain=True,
                 ),
                 timeout=120,
             )
