@@ -25,7 +25,16 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 import asyncpg
 
 from gateway.adapters import job_queue
-from gateway.repositories import ab_tests, evolution, experiments, history, prompts, training, users
+from gateway.repositories import (
+    ab_tests,
+    evolution,
+    experiments,
+    health,
+    history,
+    prompts,
+    training,
+    users,
+)
 from shared.db.pool import Conn
 
 P = ParamSpec("P")
@@ -134,6 +143,10 @@ class Users(_View):
     recent_failures = _bound(users.recent_failures)
 
 
+class Health(_View):
+    ping = _bound(health.ping)
+
+
 class Jobs(_View):
     """The job queue, inside this unit's transaction: a job exists exactly when it commits."""
 
@@ -158,6 +171,7 @@ class UnitOfWork:
     ab_tests: AbTests
     evolution: Evolution
     experiments: Experiments
+    health: Health
     history: History
     prompts: Prompts
     training: Training
@@ -178,6 +192,7 @@ class UnitOfWork:
         self.ab_tests = AbTests(conn)
         self.evolution = Evolution(conn)
         self.experiments = Experiments(conn)
+        self.health = Health(conn)
         self.history = History(conn)
         self.prompts = Prompts(conn)
         self.training = Training(conn)

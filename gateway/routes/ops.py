@@ -22,8 +22,8 @@ async def readyz(request: Request) -> Response:
     state = gateway_state(request)
     try:
         async with asyncio.timeout(READINESS_TIMEOUT):
-            async with state.pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+            async with state.uows.read() as uow:
+                await uow.health.ping()
     except (OSError, TimeoutError, Exception) as exc:
         raise NotReady("database is not reachable", details={"database": str(exc)}) from exc
     checks = {"database": "ok"}
