@@ -14,7 +14,7 @@ import httpx
 
 from tests.servers import free_port
 
-START_TIMEOUT = 60.0
+START_TIMEOUT = 180.0  # the ML service imports torch and spawns its workers: slow on a busy machine
 
 
 class Stack:
