@@ -47,21 +47,25 @@ class EnhancePolicy:
 async def _choice(ml: MLClient, deps: TrainingDeps) -> tuple[str, dict[str, Any], float | None]:
     """The API and parameters to use: the higher predicted best, else a space-filling guess."""
     try:
-        best = await ml.best()
+        best = (await ml.best()).best
     except UpstreamError as exc:
         log.warning("ML service unavailable, enhancing with fallback parameters: %s", exc.message)
         best = {}
-    learned = [(api, best[api]) for api in APIS if best.get(api) and best[api].get("parameters")]
+    learned = [
+        (api, found.parameters, found.predicted_rating)
+        for api in APIS
+        if (found := best.get(api)) is not None and found.parameters
+    ]
     if not learned:
         api = APIS[0]
         return api, dict(fallback_suggestion(deps.space, api).parameters), None
-    api, found = max(learned, key=lambda item: item[1].get("predicted_rating") or 0.0)
-    return api, dict(found["parameters"]), found.get("predicted_rating")
+    api, parameters, predicted = max(learned, key=lambda item: item[2] or 0.0)
+    return api, dict(parameters), predicted
 
 
 async def _reward_ready(ml: MLClient) -> bool:
     try:
-        return bool((await ml.reward_status()).get("trained"))
+        return (await ml.reward_status()).trained
     except UpstreamError:
         return False
 
@@ -160,5 +164,5 @@ async def _rank(
     )
     if not scores:
         return rendered[0], None, None
-    best = max(scores.values(), key=lambda s: s["predicted_rating"])
-    return rendered[int(best["id"])], best["predicted_rating"], best["uncertainty"]
+    best = max(scores.values(), key=lambda s: s.predicted_rating)
+    return rendered[int(best.id)], best.predicted_rating, best.uncertainty

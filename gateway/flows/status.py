@@ -11,6 +11,7 @@ from gateway.domain.schedule import CURRENT_WINDOW, current_best_rating, phase_1
 from gateway.errors import UpstreamError
 from gateway.flows.evolution import WAITING
 from gateway.flows.unit_of_work import UnitOfWorkFactory
+from shared.wire.ml import BestForApi, RewardStatusResponse
 
 
 async def _gp_load(ml: MLClient) -> tuple[bool, int]:
@@ -20,8 +21,7 @@ async def _gp_load(ml: MLClient) -> tuple[bool, int]:
         health = await ml.health()
     except UpstreamError:
         return False, 0
-    gp = health.get("gp") or {}
-    queued = int(gp.get("queued", 0))
+    queued = health.gp.queued
     return queued > 0, queued
 
 
@@ -39,31 +39,33 @@ async def training_status(
         ab_test = await uow.ab_tests.running_view()
         last_round = await uow.evolution.latest()
         errors = await uow.training.prediction_errors()
+    best: dict[str, BestForApi]
     try:
-        best: dict[str, Any] = await ml.best()
+        best = (await ml.best()).best
         reachable = True
     except UpstreamError:
         best, reachable = {}, False
     busy, queued = await _gp_load(ml)
     reachable = reachable or busy
-    reward: dict[str, Any] = {}
+    reward: RewardStatusResponse | None = None
     if reachable:
         try:
             reward = await ml.reward_status()
         except UpstreamError:
-            reward = {}
+            reward = None
     per_api: dict[str, Any] = {}
     for api in APIS:
         fig = figures.get(api)
-        learned = best.get(api) or {}
+        learned = best.get(api)
         per_api[api] = {
             "samples": fig.samples if fig else 0,
             "avg_rating": round(fig.avg_rating, 3) if fig and fig.avg_rating else None,
             "best_rating": fig.best_rating if fig else None,
-            "best_parameters": learned.get("parameters") or (fig.best_parameters if fig else None),
-            "predicted_best_rating": learned.get("predicted_rating"),
-            "uncertainty": learned.get("uncertainty"),
-            "importance": learned.get("importance"),
+            "best_parameters": (learned.parameters if learned else None)
+            or (fig.best_parameters if fig else None),
+            "predicted_best_rating": learned.predicted_rating if learned else None,
+            "uncertainty": learned.uncertainty if learned else None,
+            "importance": learned.importance if learned else None,
         }
     complete = phase_1_complete(samples, phase_1_target)
     return {
@@ -95,11 +97,11 @@ async def training_status(
             "queued_computations": queued,
         },
         "reward_model": {
-            "trained": bool(reward.get("trained")),
-            "version": reward.get("version"),
-            "samples": reward.get("samples", 0),
-            "pairwise_accuracy": reward.get("pairwise_accuracy"),
-            "mae": reward.get("mae"),
+            "trained": reward.trained if reward else False,
+            "version": reward.version if reward else None,
+            "samples": reward.samples if reward else 0,
+            "pairwise_accuracy": reward.pairwise_accuracy if reward else None,
+            "mae": reward.mae if reward else None,
             "prediction_errors": errors,
             "mean_abs_error": (
                 round(sum(abs(e["error"]) for e in errors) / len(errors), 3) if errors else None

@@ -106,7 +106,7 @@ async def choose_mode(deps: TrainingDeps, mode: str | None) -> str:
     if not phase_1_complete(samples, deps.active.phase_1_target):
         return "ab"
     try:
-        return "active" if (await deps.ml.reward_status()).get("trained") else "ab"
+        return "active" if (await deps.ml.reward_status()).trained else "ab"
     except UpstreamError:
         return "ab"
 
