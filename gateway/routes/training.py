@@ -160,7 +160,7 @@ async def history(request: Request) -> Response:
         min_rating=_rating_bound(q.get("min_rating"), "min_rating"),
         max_rating=_rating_bound(q.get("max_rating"), "max_rating"),
     )
-    return JSONResponse(body)
+    return JSONResponse(response_json(body))
 
 
 def _rating_bound(raw: str | None, name: str) -> int | None:

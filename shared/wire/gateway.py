@@ -171,6 +171,41 @@ class StatusResponse(BaseModel):
     reward_model: RewardModelStatus
 
 
+class HistoryOption(BaseModel):
+    option: Option
+    api: str
+    provider: str | None
+    image_id: int
+    url: str
+    parameters: dict[str, Any] | None
+    strategy: str | None
+    rating: int | None
+    comments: str
+
+
+class HistoryItem(BaseModel):
+    experiment_id: str
+    project_id: str | None
+    mode: str
+    prompt_version: str
+    # ISO 8601 as Python writes it (``+00:00``), kept as text: pydantic would write ``Z``
+    created_at: str
+    created_by: str | None
+    sample_number: int | None
+    rated_at: str | None
+    rated_by: str | None
+    rated_by_name: str | None
+    original: ImageRef
+    options: list[HistoryOption]
+
+
+class HistoryPage(BaseModel):
+    """``GET /api/train/history``."""
+
+    items: list[HistoryItem]
+    next_cursor: str | None
+
+
 def response_json(body: BaseModel) -> dict[str, Any]:
     """A response model as the JSON object the gateway answers with."""
     return body.model_dump(mode="json", exclude_unset=True)
