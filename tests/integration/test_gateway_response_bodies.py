@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from tests.images import interior
 from tests.integration.test_training_http import client, ml_url, ratings_for, upload
 
 __all__ = ["client", "ml_url"]
@@ -260,3 +261,30 @@ async def test_error_bodies_keep_their_exact_json(client: httpx.AsyncClient) -> 
             }
         },
     )
+
+
+ENHANCE = {
+    "image_id": IMAGE_ID,
+    "url": ENHANCED_URL,
+    "original": {"image_id": IMAGE_ID, "url": ORIGINAL_URL},
+    "project_id": "shop",
+    "api": "leonardo",
+    "provider": "local",
+    "parameters": PARAMETERS,
+    "prompt_version": "v1.0.0",
+    "predicted_rating": None,
+    "uncertainty": None,
+    "candidates": 1,
+    "ranked_by": "optimizer",
+}
+
+
+async def test_enhance_body_keeps_its_exact_json(client: httpx.AsyncClient) -> None:
+    # nothing learned yet: the first API with space-filling parameters, nothing predicted
+    enhanced = await client.post(
+        "/api/enhance",
+        files={"image": ("room.jpg", interior(), "image/jpeg")},
+        data={"project_id": "shop"},
+    )
+    assert enhanced.status_code == 201, enhanced.text
+    assert_same(enhanced.json(), ENHANCE)
