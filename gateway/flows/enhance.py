@@ -33,6 +33,7 @@ from gateway.flows.training.rendering import (
 from gateway.flows.training.uploads import check_project, decode
 from gateway.providers.base import RenderResult
 from gateway.repositories.users import User
+from shared.wire.gateway import EnhanceResponse, ImageRef
 
 log = logging.getLogger("latina.enhance")
 
@@ -76,7 +77,7 @@ async def enhance(
     upload: bytes,
     project_id: str | None,
     user: User,
-) -> dict[str, Any]:
+) -> EnhanceResponse:
     project = check_project(project_id)
     image = await decode(upload, max_bytes=deps.max_bytes, max_pixels=deps.max_pixels)
     async with deps.uows.read() as uow:
@@ -132,23 +133,23 @@ async def enhance(
                 original_id,
                 user.id,
             )
-    return {
-        "image_id": image_id,
-        "url": await deps.store.url(deps.enhanced_bucket, key, deps.url_ttl),
-        "original": {
-            "image_id": original_id,
-            "url": await deps.store.url(deps.uploads_bucket, original_key, deps.url_ttl),
-        },
-        "project_id": project,
-        "api": api,
-        "provider": chosen.provider,
-        "parameters": parameters,
-        "prompt_version": prompt.version,
-        "predicted_rating": round(predicted, 3) if predicted is not None else None,
-        "uncertainty": round(uncertainty, 3) if uncertainty is not None else None,
-        "candidates": len(rendered),
-        "ranked_by": "reward_model" if ranked and len(rendered) > 1 else "optimizer",
-    }
+    return EnhanceResponse(
+        image_id=image_id,
+        url=await deps.store.url(deps.enhanced_bucket, key, deps.url_ttl),
+        original=ImageRef(
+            image_id=original_id,
+            url=await deps.store.url(deps.uploads_bucket, original_key, deps.url_ttl),
+        ),
+        project_id=project,
+        api=api,
+        provider=chosen.provider,
+        parameters=parameters,
+        prompt_version=prompt.version,
+        predicted_rating=round(predicted, 3) if predicted is not None else None,
+        uncertainty=round(uncertainty, 3) if uncertainty is not None else None,
+        candidates=len(rendered),
+        ranked_by="reward_model" if ranked and len(rendered) > 1 else "optimizer",
+    )
 
 
 async def _rank(

@@ -105,7 +105,7 @@ async def enhance_production(request: Request) -> Response:
         fields.get("project_id"),
         user,
     )
-    return JSONResponse(body, status_code=201)
+    return JSONResponse(response_json(body), status_code=201)
 
 
 async def rate(request: Request) -> Response:

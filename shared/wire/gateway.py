@@ -206,6 +206,23 @@ class HistoryPage(BaseModel):
     next_cursor: str | None
 
 
+class EnhanceResponse(BaseModel):
+    """``POST /api/enhance``: the chosen render of the best learned API and parameters."""
+
+    image_id: int
+    url: str
+    original: ImageRef
+    project_id: str
+    api: str
+    provider: str
+    parameters: dict[str, Any]
+    prompt_version: str
+    predicted_rating: float | None
+    uncertainty: float | None
+    candidates: int
+    ranked_by: Literal["reward_model", "optimizer"]
+
+
 def response_json(body: BaseModel) -> dict[str, Any]:
     """A response model as the JSON object the gateway answers with."""
     return body.model_dump(mode="json", exclude_unset=True)
