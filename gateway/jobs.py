@@ -127,7 +127,7 @@ def build_worker(
             raise
         log.info(
             "reward model retrained",
-            extra={"version": result.get("version"), "n_samples": result.get("n_samples")},
+            extra={"version": result.version, "n_samples": result.n_samples},
         )
 
     if evolution is not None:

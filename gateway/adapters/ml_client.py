@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.search_space import SearchSpace
-from shared.wire.ml import DEADLINE_HEADER, ObservationIn, Suggestion
+from shared.wire.ml import (
+    DEADLINE_HEADER,
+    BestResponse,
+    HealthResponse,
+    ObservationIn,
+    RewardScoreResponse,
+    RewardStatusResponse,
+    RewardTrainResponse,
+    Suggestion,
+)
 
 HEALTH_TIMEOUT = 2.0
 UPSTREAM = "ml_service"
 
+Model = TypeVar("Model", bound=BaseModel)
+
 
 class MLClient(Protocol):
-    async def health(self) -> dict[str, Any]:
+    async def health(self) -> HealthResponse:
         """``/ml/health``; raise an ``UpstreamError`` when unreachable."""
         ...
 
@@ -26,13 +38,13 @@ class MLClient(Protocol):
 
     async def update(self, observations: list[ObservationIn], *, timeout: float) -> None: ...
 
-    async def best(self) -> dict[str, Any]: ...
+    async def best(self) -> BestResponse: ...
 
-    async def reward_train(self, *, timeout: float = 600.0) -> dict[str, Any]: ...
+    async def reward_train(self, *, timeout: float = 600.0) -> RewardTrainResponse: ...
 
-    async def reward_score(self, candidates: list[dict[str, Any]]) -> dict[str, Any]: ...
+    async def reward_score(self, candidates: list[dict[str, Any]]) -> RewardScoreResponse: ...
 
-    async def reward_status(self) -> dict[str, Any]: ...
+    async def reward_status(self) -> RewardStatusResponse: ...
 
 
 class HttpMLClient:
@@ -62,8 +74,20 @@ class HttpMLClient:
         body: dict[str, Any] = response.json()
         return body
 
-    async def health(self) -> dict[str, Any]:
-        return await self._call("GET", "/ml/health", timeout=HEALTH_TIMEOUT)
+    async def _answer(self, model: type[Model], method: str, path: str, **kw: Any) -> Model:
+        """``_call``'s body as ``model``; a body that is not one is a malformed answer."""
+        body = await self._call(method, path, **kw)
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            raise UpstreamError(
+                f"ML service answered {path} with a malformed body: "
+                f"{exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
+                upstream=UPSTREAM,
+            ) from exc
+
+    async def health(self) -> HealthResponse:
+        return await self._answer(HealthResponse, "GET", "/ml/health", timeout=HEALTH_TIMEOUT)
 
     async def suggest(
         self, apis: list[str], count: dict[str, int] | None = None
@@ -89,26 +113,31 @@ class HttpMLClient:
         }
         await self._call("POST", "/ml/update_model", json=payload, timeout=timeout)
 
-    async def best(self) -> dict[str, Any]:
-        body = await self._call("GET", "/ml/best", params={"study": self._study})
-        best: dict[str, Any] = body["best"]
-        return best
+    async def best(self) -> BestResponse:
+        return await self._answer(BestResponse, "GET", "/ml/best", params={"study": self._study})
 
-    async def reward_train(self, *, timeout: float = 600.0) -> dict[str, Any]:
-        return await self._call(
-            "POST", "/ml/reward/train", json={"study": self._study}, timeout=timeout
+    async def reward_train(self, *, timeout: float = 600.0) -> RewardTrainResponse:
+        return await self._answer(
+            RewardTrainResponse,
+            "POST",
+            "/ml/reward/train",
+            json={"study": self._study},
+            timeout=timeout,
         )
 
-    async def reward_score(self, candidates: list[dict[str, Any]]) -> dict[str, Any]:
-        return await self._call(
+    async def reward_score(self, candidates: list[dict[str, Any]]) -> RewardScoreResponse:
+        return await self._answer(
+            RewardScoreResponse,
             "POST",
             "/ml/reward/score",
             json={"study": self._study, "candidates": candidates},
             timeout=120.0,
         )
 
-    async def reward_status(self) -> dict[str, Any]:
-        return await self._call("GET", "/ml/reward/status", params={"study": self._study})
+    async def reward_status(self) -> RewardStatusResponse:
+        return await self._answer(
+            RewardStatusResponse, "GET", "/ml/reward/status", params={"study": self._study}
+        )
 
 
 def fallback_suggestion(space: SearchSpace, api: str) -> Suggestion:

@@ -33,6 +33,7 @@ from gateway.flows.training.rendering import (
 from gateway.flows.training.uploads import check_project, decode
 from gateway.providers.base import RenderResult
 from gateway.repositories.users import User
+from shared.wire.gateway import EnhanceResponse, ImageRef
 
 log = logging.getLogger("latina.enhance")
 
@@ -47,21 +48,25 @@ class EnhancePolicy:
 async def _choice(ml: MLClient, deps: TrainingDeps) -> tuple[str, dict[str, Any], float | None]:
     """The API and parameters to use: the higher predicted best, else a space-filling guess."""
     try:
-        best = await ml.best()
+        best = (await ml.best()).best
     except UpstreamError as exc:
         log.warning("ML service unavailable, enhancing with fallback parameters: %s", exc.message)
         best = {}
-    learned = [(api, best[api]) for api in APIS if best.get(api) and best[api].get("parameters")]
+    learned = [
+        (api, found.parameters, found.predicted_rating)
+        for api in APIS
+        if (found := best.get(api)) is not None and found.parameters
+    ]
     if not learned:
         api = APIS[0]
         return api, dict(fallback_suggestion(deps.space, api).parameters), None
-    api, found = max(learned, key=lambda item: item[1].get("predicted_rating") or 0.0)
-    return api, dict(found["parameters"]), found.get("predicted_rating")
+    api, parameters, predicted = max(learned, key=lambda item: item[2] or 0.0)
+    return api, dict(parameters), predicted
 
 
 async def _reward_ready(ml: MLClient) -> bool:
     try:
-        return bool((await ml.reward_status()).get("trained"))
+        return (await ml.reward_status()).trained
     except UpstreamError:
         return False
 
@@ -72,7 +77,7 @@ async def enhance(
     upload: bytes,
     project_id: str | None,
     user: User,
-) -> dict[str, Any]:
+) -> EnhanceResponse:
     project = check_project(project_id)
     image = await decode(upload, max_bytes=deps.max_bytes, max_pixels=deps.max_pixels)
     async with deps.uows.read() as uow:
@@ -128,23 +133,23 @@ async def enhance(
                 original_id,
                 user.id,
             )
-    return {
-        "image_id": image_id,
-        "url": await deps.store.url(deps.enhanced_bucket, key, deps.url_ttl),
-        "original": {
-            "image_id": original_id,
-            "url": await deps.store.url(deps.uploads_bucket, original_key, deps.url_ttl),
-        },
-        "project_id": project,
-        "api": api,
-        "provider": chosen.provider,
-        "parameters": parameters,
-        "prompt_version": prompt.version,
-        "predicted_rating": round(predicted, 3) if predicted is not None else None,
-        "uncertainty": round(uncertainty, 3) if uncertainty is not None else None,
-        "candidates": len(rendered),
-        "ranked_by": "reward_model" if ranked and len(rendered) > 1 else "optimizer",
-    }
+    return EnhanceResponse(
+        image_id=image_id,
+        url=await deps.store.url(deps.enhanced_bucket, key, deps.url_ttl),
+        original=ImageRef(
+            image_id=original_id,
+            url=await deps.store.url(deps.uploads_bucket, original_key, deps.url_ttl),
+        ),
+        project_id=project,
+        api=api,
+        provider=chosen.provider,
+        parameters=parameters,
+        prompt_version=prompt.version,
+        predicted_rating=round(predicted, 3) if predicted is not None else None,
+        uncertainty=round(uncertainty, 3) if uncertainty is not None else None,
+        candidates=len(rendered),
+        ranked_by="reward_model" if ranked and len(rendered) > 1 else "optimizer",
+    )
 
 
 async def _rank(
@@ -160,5 +165,5 @@ async def _rank(
     )
     if not scores:
         return rendered[0], None, None
-    best = max(scores.values(), key=lambda s: s["predicted_rating"])
-    return rendered[int(best["id"])], best["predicted_rating"], best["uncertainty"]
+    best = max(scores.values(), key=lambda s: s.predicted_rating)
+    return rendered[int(best.id)], best.predicted_rating, best.uncertainty

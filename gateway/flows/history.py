@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Any
 
 from gateway.errors import InvalidInput
 from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.storage import ObjectStore
+from shared.wire.gateway import HistoryItem, HistoryOption, HistoryPage, ImageRef
 
 
 def encode_cursor(created_at: datetime, experiment_id: str) -> str:
@@ -37,7 +37,7 @@ async def training_history(
     trainer: str | None = None,
     min_rating: int | None = None,
     max_rating: int | None = None,
-) -> dict[str, Any]:
+) -> HistoryPage:
     after = decode_cursor(cursor) if cursor else None
     async with uows.read() as uow:
         rows = await uow.history.page(
@@ -54,39 +54,39 @@ async def training_history(
         item_options = []
         for o in options.get(row["id"], []):
             item_options.append(
-                {
-                    "option": o["option"],
-                    "api": o["api"],
-                    "provider": o["provider"],
-                    "image_id": o["image_id"],
-                    "url": await store.url(o["s3_bucket"], o["s3_key"], url_ttl),
-                    "parameters": o["parameters"],
-                    "strategy": o["strategy"],
-                    "rating": o["rating"],
-                    "comments": o["comments"],
-                }
+                HistoryOption(
+                    option=o["option"],
+                    api=o["api"],
+                    provider=o["provider"],
+                    image_id=o["image_id"],
+                    url=await store.url(o["s3_bucket"], o["s3_key"], url_ttl),
+                    parameters=o["parameters"],
+                    strategy=o["strategy"],
+                    rating=o["rating"],
+                    comments=o["comments"],
+                )
             )
         items.append(
-            {
-                "experiment_id": row["id"],
-                "project_id": row["project_id"],
-                "mode": row["mode"],
-                "prompt_version": row["prompt_version"],
-                "created_at": row["created_at"].isoformat(),
-                "created_by": row["created_by"],
-                "sample_number": row["sample_number"],
-                "rated_at": row["rated_at"].isoformat() if row["rated_at"] else None,
-                "rated_by": row["rated_by"],
-                "rated_by_name": row["rated_by"],
-                "original": {
-                    "image_id": row["original_image_id"],
-                    "url": await store.url(row["o_bucket"], row["o_key"], url_ttl),
-                },
-                "options": item_options,
-            }
+            HistoryItem(
+                experiment_id=row["id"],
+                project_id=row["project_id"],
+                mode=row["mode"],
+                prompt_version=row["prompt_version"],
+                created_at=row["created_at"].isoformat(),
+                created_by=row["created_by"],
+                sample_number=row["sample_number"],
+                rated_at=row["rated_at"].isoformat() if row["rated_at"] else None,
+                rated_by=row["rated_by"],
+                rated_by_name=row["rated_by"],
+                original=ImageRef(
+                    image_id=row["original_image_id"],
+                    url=await store.url(row["o_bucket"], row["o_key"], url_ttl),
+                ),
+                options=item_options,
+            )
         )
     last = rows[limit - 1] if len(rows) > limit else None
-    return {
-        "items": items,
-        "next_cursor": encode_cursor(last["created_at"], last["id"]) if last else None,
-    }
+    return HistoryPage(
+        items=items,
+        next_cursor=encode_cursor(last["created_at"], last["id"]) if last else None,
+    )

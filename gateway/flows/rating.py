@@ -27,7 +27,7 @@ from gateway.flows.evolution import (
 from gateway.flows.prompts import export_after_change
 from gateway.flows.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from gateway.repositories.users import User
-from shared.wire.gateway import RateRequest
+from shared.wire.gateway import RatePromptEvolution, RateRequest, RateResponse, response_json
 from shared.wire.ml import ObservationIn
 
 log = logging.getLogger("latina.rating")
@@ -51,7 +51,7 @@ async def record_ratings(
     exporter: PromptExporter | None = None,
     *,
     send_images: bool = False,
-) -> dict[str, Any]:
+) -> RateResponse:
     """Store the ratings, the ML update (and, with ``send_images``, a job that sends the images
     for their features), any A/B decision and any evolution trigger in one transaction; then
     try to deliver the update at once. Identical resubmissions get the first answer again."""
@@ -71,7 +71,7 @@ async def record_ratings(
                     details={"sample_number": experiment.sample_number},
                 )
             if experiment.rate_response is not None:
-                return experiment.rate_response
+                return RateResponse.model_validate(experiment.rate_response)
             return await _response(uow, experiment.sample_number, False, policy)
         for option in options:
             rated = given[option.option]
@@ -119,7 +119,7 @@ async def record_ratings(
         if delivered:
             await uow.jobs.forget_job(job_id)
         body = await _response(uow, sample, delivered, policy, decided or test_id)
-        await uow.experiments.store_rate_response(experiment.id, body)
+        await uow.experiments.store_rate_response(experiment.id, response_json(body))
         if decided is not None and exporter is not None:
             await export_after_change(uow, exporter, ab_test_id=decided)
     return body
@@ -136,7 +136,7 @@ async def _deliver(ml: MLClient, observations: list[ObservationIn], timeout: flo
 
 async def _response(
     uow: UnitOfWork, sample: int, ml_updated: bool, policy: RatingPolicy, test_id: int | None = None
-) -> dict[str, Any]:
+) -> RateResponse:
     """The rate response. ``ab_test`` is the test this sample belonged to (as it stands now:
     running, or decided by this or a concurrent sample), else the running test, else null."""
     means = await uow.experiments.api_means_over_last(CURRENT_WINDOW)
@@ -147,17 +147,17 @@ async def _response(
         ab_test = await uow.ab_tests.view(test_id)
     else:
         ab_test = await uow.ab_tests.running_view()
-    return {
-        "success": True,
-        "ml_updated": ml_updated,
-        "sample_number": sample,
-        "current_best_rating": current_best_rating(means),
-        "samples_collected": sample,
-        "phase_1_complete": phase_1_complete(sample, policy.phase_1_target),
-        "prompt_evolution": {
-            "triggered": triggered,
-            "waiting_for_ab_test": round_status == WAITING,
-            "new_version": await uow.evolution.version_created_between(sample),
-            "ab_test": ab_test,
-        },
-    }
+    return RateResponse(
+        success=True,
+        ml_updated=ml_updated,
+        sample_number=sample,
+        current_best_rating=current_best_rating(means),
+        samples_collected=sample,
+        phase_1_complete=phase_1_complete(sample, policy.phase_1_target),
+        prompt_evolution=RatePromptEvolution(
+            triggered=triggered,
+            waiting_for_ab_test=round_status == WAITING,
+            new_version=await uow.evolution.version_created_between(sample),
+            ab_test=ab_test,
+        ),
+    )

@@ -11,6 +11,18 @@ from gateway.domain.schedule import CURRENT_WINDOW, current_best_rating, phase_1
 from gateway.errors import UpstreamError
 from gateway.flows.evolution import WAITING
 from gateway.flows.unit_of_work import UnitOfWorkFactory
+from shared.wire.gateway import (
+    ApiStatus,
+    CurvePoint,
+    EvolutionRound,
+    EvolutionStatus,
+    MLServiceStatus,
+    PredictionError,
+    PromptStatus,
+    RewardModelStatus,
+    StatusResponse,
+)
+from shared.wire.ml import BestForApi, RewardStatusResponse
 
 
 async def _gp_load(ml: MLClient) -> tuple[bool, int]:
@@ -20,14 +32,13 @@ async def _gp_load(ml: MLClient) -> tuple[bool, int]:
         health = await ml.health()
     except UpstreamError:
         return False, 0
-    gp = health.get("gp") or {}
-    queued = int(gp.get("queued", 0))
+    queued = health.gp.queued
     return queued > 0, queued
 
 
 async def training_status(
     uows: UnitOfWorkFactory, ml: MLClient, *, phase_1_target: int
-) -> dict[str, Any]:
+) -> StatusResponse:
     """Counters, per-API figures, the learning curve and the ML service's state."""
     async with uows.read() as uow:
         samples = await uow.training.count_samples()
@@ -39,87 +50,86 @@ async def training_status(
         ab_test = await uow.ab_tests.running_view()
         last_round = await uow.evolution.latest()
         errors = await uow.training.prediction_errors()
+    best: dict[str, BestForApi]
     try:
-        best: dict[str, Any] = await ml.best()
+        best = (await ml.best()).best
         reachable = True
     except UpstreamError:
         best, reachable = {}, False
     busy, queued = await _gp_load(ml)
     reachable = reachable or busy
-    reward: dict[str, Any] = {}
+    reward: RewardStatusResponse | None = None
     if reachable:
         try:
             reward = await ml.reward_status()
         except UpstreamError:
-            reward = {}
-    per_api: dict[str, Any] = {}
+            reward = None
+    per_api: dict[str, ApiStatus] = {}
     for api in APIS:
         fig = figures.get(api)
-        learned = best.get(api) or {}
-        per_api[api] = {
-            "samples": fig.samples if fig else 0,
-            "avg_rating": round(fig.avg_rating, 3) if fig and fig.avg_rating else None,
-            "best_rating": fig.best_rating if fig else None,
-            "best_parameters": learned.get("parameters") or (fig.best_parameters if fig else None),
-            "predicted_best_rating": learned.get("predicted_rating"),
-            "uncertainty": learned.get("uncertainty"),
-            "importance": learned.get("importance"),
-        }
+        learned = best.get(api)
+        per_api[api] = ApiStatus(
+            samples=fig.samples if fig else 0,
+            avg_rating=round(fig.avg_rating, 3) if fig and fig.avg_rating else None,
+            best_rating=fig.best_rating if fig else None,
+            best_parameters=(learned.parameters if learned else None)
+            or (fig.best_parameters if fig else None),
+            predicted_best_rating=learned.predicted_rating if learned else None,
+            uncertainty=learned.uncertainty if learned else None,
+            importance=learned.importance if learned else None,
+        )
     complete = phase_1_complete(samples, phase_1_target)
-    return {
-        "samples_collected": samples,
-        "phase": 2 if complete else 1,
-        "phase_1_complete": complete,
-        "phase_1_target": phase_1_target,
-        "current_best_rating": current_best_rating(recent),
-        "per_api": per_api,
-        "current_prompt": (
-            {
-                "version": prompt.version,
-                "performance_score": prompt.performance_score,
-                "usage_count": prompt.usage_count,
-            }
+    return StatusResponse(
+        samples_collected=samples,
+        phase=2 if complete else 1,
+        phase_1_complete=complete,
+        phase_1_target=phase_1_target,
+        current_best_rating=current_best_rating(recent),
+        per_api=per_api,
+        current_prompt=(
+            PromptStatus(
+                version=prompt.version,
+                performance_score=prompt.performance_score,
+                usage_count=prompt.usage_count,
+            )
             if prompt
             else None
         ),
-        "ab_test": ab_test,
-        "prompt_evolution": _evolution_view(last_round),
-        "learning_curve": [
-            {"sample": p.sample, "avg_rating": p.avg_rating, "best_so_far": p.best_so_far}
+        ab_test=ab_test,
+        prompt_evolution=_evolution_view(last_round),
+        learning_curve=[
+            CurvePoint(sample=p.sample, avg_rating=p.avg_rating, best_so_far=p.best_so_far)
             for p in curve
         ],
-        "ml_service": {
-            "reachable": reachable,
-            "pending_updates": pending,
-            "busy": busy,
-            "queued_computations": queued,
-        },
-        "reward_model": {
-            "trained": bool(reward.get("trained")),
-            "version": reward.get("version"),
-            "samples": reward.get("samples", 0),
-            "pairwise_accuracy": reward.get("pairwise_accuracy"),
-            "mae": reward.get("mae"),
-            "prediction_errors": errors,
-            "mean_abs_error": (
+        ml_service=MLServiceStatus(
+            reachable=reachable, pending_updates=pending, busy=busy, queued_computations=queued
+        ),
+        reward_model=RewardModelStatus(
+            trained=reward.trained if reward else False,
+            version=reward.version if reward else None,
+            samples=reward.samples if reward else 0,
+            pairwise_accuracy=reward.pairwise_accuracy if reward else None,
+            mae=reward.mae if reward else None,
+            prediction_errors=[PredictionError.model_validate(e) for e in errors],
+            mean_abs_error=(
                 round(sum(abs(e["error"]) for e in errors) / len(errors), 3) if errors else None
             ),
-        },
-    }
+        ),
+    )
 
 
-def _evolution_view(last: dict[str, Any] | None) -> dict[str, Any]:
+def _evolution_view(last: dict[str, Any] | None) -> EvolutionStatus:
     """The latest evolution round: whether it waits for an A/B test, what it produced."""
     if last is None:
-        return {"last_round": None, "waiting_for_ab_test": False}
-    return {
-        "waiting_for_ab_test": last["status"] == WAITING,
-        "last_round": {
-            "sample": last["sample_number"],
-            "status": last["status"],
-            "evolver": last["evolver"],
-            "new_version": last["new_version"],
-            "fallback_reason": last["fallback_reason"],
-            "error": last["error"],
-        },
-    }
+        return EvolutionStatus(last_round=None, waiting_for_ab_test=False)
+    return EvolutionStatus(
+        waiting_for_ab_test=last["status"] == WAITING,
+        last_round=EvolutionRound(
+            sample=last["sample_number"],
+            status=last["status"],
+            evolver=last["evolver"],
+            new_version=last["new_version"],
+            fallback_reason=last["fallback_reason"],
+            error=last["error"],
+        ),
+    )

@@ -17,7 +17,7 @@ from gateway.flows.rating import RatingPolicy, record_ratings
 from gateway.flows.status import training_status
 from gateway.flows.training import ActivePolicy, TrainingDeps, train
 from gateway.state import GatewayState, gateway_state
-from shared.wire.gateway import RateRequest
+from shared.wire.gateway import RateRequest, response_json
 
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -86,7 +86,7 @@ async def enhance_train(request: Request) -> Response:
         filename=filename,
         declared_type=declared_type,
     )
-    return JSONResponse(body, status_code=201)
+    return JSONResponse(response_json(body), status_code=201)
 
 
 async def enhance_production(request: Request) -> Response:
@@ -105,7 +105,7 @@ async def enhance_production(request: Request) -> Response:
         fields.get("project_id"),
         user,
     )
-    return JSONResponse(body, status_code=201)
+    return JSONResponse(response_json(body), status_code=201)
 
 
 async def rate(request: Request) -> Response:
@@ -130,7 +130,7 @@ async def rate(request: Request) -> Response:
         state.exporter,
         send_images=state.settings.ml_send_images,
     )
-    return JSONResponse(body)
+    return JSONResponse(response_json(body))
 
 
 async def status(request: Request) -> Response:
@@ -139,7 +139,7 @@ async def status(request: Request) -> Response:
     body = await training_status(
         state.uows, _ml(state), phase_1_target=state.settings.phase_1_target
     )
-    return JSONResponse(body)
+    return JSONResponse(response_json(body))
 
 
 async def history(request: Request) -> Response:
@@ -160,7 +160,7 @@ async def history(request: Request) -> Response:
         min_rating=_rating_bound(q.get("min_rating"), "min_rating"),
         max_rating=_rating_bound(q.get("max_rating"), "max_rating"),
     )
-    return JSONResponse(body)
+    return JSONResponse(response_json(body))
 
 
 def _rating_bound(raw: str | None, name: str) -> int | None:

@@ -490,7 +490,7 @@ async def test_after_phase_1_the_worker_retrains_the_reward_model(
     ) as http:
         status = await HttpMLClient(http).reward_status()
     # at sample 3 there were too few samples (the job ends quietly); at 6 the model trained
-    assert status["trained"] is True and status["samples"] == 12
+    assert status.trained is True and status.samples == 12
 
 
 async def test_production_enhance_uses_what_was_learned(

@@ -28,7 +28,7 @@ from gateway.flows.training.rendering import (
 )
 from gateway.providers.base import ImageProvider, RenderResult
 from gateway.repositories.prompts import PromptVersion
-from shared.wire.ml import MAX_SUGGESTIONS_PER_API, Suggestion
+from shared.wire.ml import MAX_SUGGESTIONS_PER_API, RewardScore, Suggestion
 
 log = logging.getLogger("latina.training")
 
@@ -59,7 +59,7 @@ class ToScore:
 
 async def reward_scores(
     ml: MLClient, image: ValidatedImage, renders: Sequence[ToScore]
-) -> dict[str, dict[str, Any]] | None:
+) -> dict[str, RewardScore] | None:
     """The reward model's score of each render by id (each image and the original downscaled,
     off the event loop); None when the reward model cannot answer."""
     original = base64.b64encode(await asyncio.to_thread(downscaled_jpeg, image.data)).decode()
@@ -76,7 +76,7 @@ async def reward_scores(
             }
         )
     try:
-        return {s["id"]: s for s in (await ml.reward_score(payload))["scores"]}
+        return {s.id: s for s in (await ml.reward_score(payload)).scores}
     except UpstreamError as exc:
         log.warning("reward model unavailable: %s", exc.message)
         return None
@@ -139,8 +139,8 @@ async def _scored(
     return [
         dataclasses.replace(
             c,
-            predicted=scores[str(i)]["predicted_rating"],
-            uncertainty=scores[str(i)]["uncertainty"],
+            predicted=scores[str(i)].predicted_rating,
+            uncertainty=scores[str(i)].uncertainty,
         )
         if str(i) in scores
         else c

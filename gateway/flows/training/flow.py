@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
 
 from gateway.domain.images import ValidatedImage
 from gateway.domain.schedule import phase_1_complete
@@ -36,6 +35,7 @@ from gateway.repositories.ab_tests import SlotClaim
 from gateway.repositories.experiments import RenderedOption
 from gateway.repositories.prompts import PromptVersion
 from gateway.repositories.users import User
+from shared.wire.gateway import TrainResponse
 
 
 def new_experiment_id() -> str:
@@ -61,7 +61,7 @@ async def train(
     *,
     filename: str | None = None,
     declared_type: str | None = None,
-) -> dict[str, Any]:
+) -> TrainResponse:
     """Validate and store the upload, render both arms concurrently, record the experiment.
 
     One arm failing still records the experiment (its option carries ``error``); both failing
@@ -106,7 +106,7 @@ async def choose_mode(deps: TrainingDeps, mode: str | None) -> str:
     if not phase_1_complete(samples, deps.active.phase_1_target):
         return "ab"
     try:
-        return "active" if (await deps.ml.reward_status()).get("trained") else "ab"
+        return "active" if (await deps.ml.reward_status()).trained else "ab"
     except UpstreamError:
         return "ab"
 
@@ -120,7 +120,7 @@ async def _train(
     prompt: PromptVersion,
     claim: SlotClaim | None,
     mode: str,
-) -> dict[str, Any]:
+) -> TrainResponse:
     candidates: list[Candidate] = []
     if mode == "active":
         picks, candidates = await active_picks(deps, image, prompt)

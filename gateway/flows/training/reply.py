@@ -12,6 +12,7 @@ from gateway.flows.training.rendering import Pick
 from gateway.repositories.ab_tests import SlotClaim
 from gateway.repositories.experiments import RenderedOption
 from gateway.repositories.prompts import PromptVersion
+from shared.wire.gateway import TrainOption, TrainResponse
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,11 @@ async def training_reply(
     picks: list[Pick],
     prompt: PromptVersion,
     claim: SlotClaim | None,
-) -> dict[str, Any]:
+) -> TrainResponse:
     active = recorded.mode == "active"
     options = []
     for pick in picks:
+        # keys that are absent in some answers are only set when present (exclude_unset)
         entry: dict[str, Any] = {
             "option": pick.option,
             "api": pick.api,
@@ -58,7 +60,7 @@ async def training_reply(
             entry["url"] = await deps.store.url(
                 deps.enhanced_bucket, chosen.image.key, deps.url_ttl
             )
-        options.append(entry)
+        options.append(TrainOption.model_validate(entry))
     body: dict[str, Any] = {
         "experiment_id": recorded.experiment_id,
         "project_id": recorded.project,
@@ -75,4 +77,4 @@ async def training_reply(
     }
     if active:
         body["candidates"] = recorded.candidates
-    return body
+    return TrainResponse.model_validate(body)
