@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from gateway.adapters.ml_client import MLClient
 from gateway.adapters.prompt_export import PromptExporter
 from gateway.domain.ratings import check_against, check_ratings
@@ -71,7 +73,10 @@ async def record_ratings(
                     details={"sample_number": experiment.sample_number},
                 )
             if experiment.rate_response is not None:
-                return RateResponse.model_validate(experiment.rate_response)
+                try:
+                    return RateResponse.model_validate(experiment.rate_response)
+                except ValidationError:  # stored by an older release in another shape
+                    log.warning("stored rate answer of %s recomputed", experiment.id)
             return await _response(uow, experiment.sample_number, False, policy)
         for option in options:
             rated = given[option.option]

@@ -234,6 +234,25 @@ async def test_identical_resubmission_is_idempotent_and_a_change_is_409(
     assert await count(db_pool, "enhancement_ratings") == 2
 
 
+async def test_a_stored_answer_of_an_older_shape_is_recomputed_on_resubmission(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool[Any]
+) -> None:
+    body = (await upload(client)).json()
+    first = await client.post("/api/train/rate", json=ratings_for(body))
+    async with db_pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE experiments SET rate_response = $2 WHERE id = $1",
+            body["experiment_id"],
+            {"success": True, "sample_number": first.json()["sample_number"]},
+        )
+    again = await client.post("/api/train/rate", json=ratings_for(body))
+    assert again.status_code == 200, again.text
+    recomputed = again.json()
+    assert recomputed["sample_number"] == first.json()["sample_number"]
+    assert set(recomputed) == set(first.json())
+    assert await count(db_pool, "enhancement_ratings") == 2
+
+
 @pytest.mark.parametrize(
     ("mutate", "status", "code"),
     [
