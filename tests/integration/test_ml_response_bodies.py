@@ -65,7 +65,7 @@ def body(response: httpx.Response, status: int = 200) -> Any:
     return decoded
 
 
-def same(actual: Any, expected: Any) -> None:
+def assert_same(actual: Any, expected: Any) -> None:
     """Equal values with the keys in the same order (dict equality ignores order)."""
     assert compact(actual) == compact(expected)
 
@@ -105,7 +105,7 @@ OBSERVED_LEO = {
 
 
 async def test_health_body(ml: httpx.AsyncClient) -> None:
-    same(
+    assert_same(
         body(await ml.get("/ml/health", headers={})),
         {
             "status": "ok",
@@ -130,7 +130,7 @@ async def test_health_body(ml: httpx.AsyncClient) -> None:
 
 
 async def test_search_space_body(ml: httpx.AsyncClient) -> None:
-    same(
+    assert_same(
         body(await ml.get("/ml/search_space")),
         {
             "search_space": {
@@ -157,7 +157,7 @@ async def test_search_space_body(ml: httpx.AsyncClient) -> None:
 async def test_suggest_bodies_of_a_fresh_study(ml: httpx.AsyncClient) -> None:
     got = body(await ml.get("/ml/suggest_parameters", params={"study": "pin"}))
     assert all(s["suggestion_id"].startswith("sug_") for s in got["suggestions"])
-    same(
+    assert_same(
         masked(got, {"suggestion_id"}),
         {
             "suggestions": [
@@ -191,7 +191,7 @@ async def test_suggest_bodies_of_a_fresh_study(ml: httpx.AsyncClient) -> None:
             "/ml/suggest_parameters", json={"apis": ["leonardo"], "study": "pin", "count": 2}
         )
     )
-    same(
+    assert_same(
         masked(posted, {"suggestion_id"}),
         {
             "suggestions": [
@@ -226,7 +226,7 @@ async def test_update_best_and_delete_bodies_from_observations(ml: httpx.AsyncCl
     updated = await ml.post(
         "/ml/update_model", json={"study": "pin", "observations": [observation]}
     )
-    same(
+    assert_same(
         body(updated),
         {
             "updated": True,
@@ -234,11 +234,11 @@ async def test_update_best_and_delete_bodies_from_observations(ml: httpx.AsyncCl
             "best": {"leonardo": OBSERVED_LEO, "stable_diffusion": NO_BEST},
         },
     )
-    same(
+    assert_same(
         body(await ml.get("/ml/best", params={"study": "pin"})),
         {"study": "pin", "best": {"leonardo": OBSERVED_LEO, "stable_diffusion": NO_BEST}},
     )
-    same(body(await ml.delete("/ml/studies/pin")), {"deleted": "pin"})
+    assert_same(body(await ml.delete("/ml/studies/pin")), {"deleted": "pin"})
 
 
 async def test_best_body_from_a_fitted_model(ml: httpx.AsyncClient) -> None:
@@ -255,7 +255,7 @@ async def test_best_body_from_a_fitted_model(ml: httpx.AsyncClient) -> None:
     got = body(await ml.get("/ml/best", params={"fresh": "true"}))
     fitted = got["best"]["stable_diffusion"]
     assert fitted["parameters"] in [o["parameters"] for o in observations]
-    same(
+    assert_same(
         masked(got, {"parameters", "predicted_rating", "uncertainty", "importance"}),
         {
             "study": "default",
@@ -308,12 +308,12 @@ async def test_reward_bodies_before_and_after_training(ml: httpx.AsyncClient) ->
         "metrics": None,
         "feature_version": "f1",
     }
-    same(body(await ml.get("/ml/reward/status")), untrained)
+    assert_same(body(await ml.get("/ml/reward/status")), untrained)
 
     await feed(ml, 10)
     trained = body(await ml.post("/ml/reward/train", json={}))
     assert trained["version"].startswith("rm-")
-    same(
+    assert_same(
         masked(trained, {"version", *REWARD_METRICS}),
         {"study": "default", "version": "<str>", "n_samples": 20, **REWARD_METRICS},
     )
@@ -321,7 +321,7 @@ async def test_reward_bodies_before_and_after_training(ml: httpx.AsyncClient) ->
     status = body(await ml.get("/ml/reward/status"))
     assert status["version"] == trained["version"]
     assert status["metrics"] == {k: trained[k] for k in REWARD_METRICS}
-    same(
+    assert_same(
         masked(status, {"version", "trained_at", "pairwise_accuracy", "mae", "metrics"}),
         {
             "study": "default",
@@ -357,7 +357,7 @@ async def test_reward_bodies_before_and_after_training(ml: httpx.AsyncClient) ->
     ]
     scored = body(await ml.post("/ml/reward/score", json={"candidates": candidates}))
     assert scored["version"] == trained["version"]
-    same(
+    assert_same(
         masked(scored, {"version", "predicted_rating", "uncertainty"}),
         {
             "study": "default",
