@@ -11,27 +11,27 @@ from gateway.errors import NotFound
 from gateway.flows.evolution import release_waiting
 from gateway.flows.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from gateway.repositories.users import User
+from shared.wire.gateway import ABTestList, Promotion, PromptLibrary, PromptVersionView
 
 log = logging.getLogger("latina.prompts")
 
 
-def version_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "version": row["version"],
-        "parent_version": row["parent_version"],
-        "prompt": row["prompt"],
-        "negative_prompt": row["negative_prompt"],
-        "performance_score": (
-            round(row["performance_score"], 3) if row["performance_score"] is not None else None
-        ),
-        "usage_count": row["usage_count"],
-        "created_at": row["created_at"].isoformat(),
-        "is_current": row["is_current"],
-        "status": row["status"],
-        "origin": row["origin"],
-        "changes": list(row["changes"] or []),
-        "reasoning": row["reasoning"],
-    }
+def _version(row: dict[str, Any]) -> PromptVersionView:
+    score = row["performance_score"]
+    return PromptVersionView(
+        version=row["version"],
+        parent_version=row["parent_version"],
+        prompt=row["prompt"],
+        negative_prompt=row["negative_prompt"],
+        performance_score=round(score, 3) if score is not None else None,
+        usage_count=row["usage_count"],
+        created_at=row["created_at"].isoformat(),
+        is_current=row["is_current"],
+        status=row["status"],
+        origin=row["origin"],
+        changes=list(row["changes"] or []),
+        reasoning=row["reasoning"],
+    )
 
 
 def _not_found(version: str) -> NotFound:
@@ -42,24 +42,24 @@ def _not_found(version: str) -> NotFound:
     )
 
 
-async def list_versions(uows: UnitOfWorkFactory) -> dict[str, Any]:
+async def list_versions(uows: UnitOfWorkFactory) -> PromptLibrary:
     async with uows.read() as uow:
         rows = await uow.prompts.library()
     current = next((r["version"] for r in rows if r["is_current"]), None)
-    return {"current": current, "items": [version_json(r) for r in rows]}
+    return PromptLibrary(current=current, items=[_version(r) for r in rows])
 
 
-async def show_version(uows: UnitOfWorkFactory, version: str) -> dict[str, Any]:
+async def show_version(uows: UnitOfWorkFactory, version: str) -> PromptVersionView:
     async with uows.read() as uow:
         row = await uow.prompts.find(version)
     if row is None:
         raise _not_found(version)
-    return version_json(row)
+    return _version(row)
 
 
 async def promote(
     uows: UnitOfWorkFactory, exporter: PromptExporter, version: str, user: User
-) -> dict[str, Any]:
+) -> Promotion:
     """Make ``version`` current. A running A/B test is cancelled (the operator decided), and an
     evolution round waiting for it starts."""
     async with uows() as uow:
@@ -67,7 +67,7 @@ async def promote(
         if row is None:
             raise _not_found(version)
         if row["is_current"]:
-            return {"current": version, "previous": version, "changed": False, "ab_test": None}
+            return Promotion(current=version, previous=version, changed=False, ab_test=None)
         cancelled = await uow.ab_tests.cancel_running(
             note=f"cancelled: {user.name} promoted {version} by hand"
         )
@@ -80,12 +80,12 @@ async def promote(
     async with uows.read() as uow:
         await export_after_change(uow, exporter, ab_test_id=cancelled)
         test = await uow.ab_tests.view(cancelled) if cancelled is not None else None
-    return {"current": version, "previous": previous, "changed": True, "ab_test": test}
+    return Promotion(current=version, previous=previous, changed=True, ab_test=test)
 
 
-async def list_ab_tests(uows: UnitOfWorkFactory) -> dict[str, Any]:
+async def list_ab_tests(uows: UnitOfWorkFactory) -> ABTestList:
     async with uows.read() as uow:
-        return {"items": await uow.ab_tests.list_views()}
+        return ABTestList(items=await uow.ab_tests.list_views())
 
 
 async def export_after_change(
@@ -110,5 +110,5 @@ async def export_library(uow: UnitOfWork, exporter: PromptExporter) -> None:
             await exporter.version(row)
     await export_after_change(uow, exporter)
     for test in await uow.ab_tests.list_views():
-        if test["status"] != "running":
-            await exporter.experiment(await uow.ab_tests.export_record(test["id"]))
+        if test.status != "running":
+            await exporter.experiment(await uow.ab_tests.export_record(test.id))

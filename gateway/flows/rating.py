@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -29,7 +28,13 @@ from gateway.flows.evolution import (
 from gateway.flows.prompts import export_after_change
 from gateway.flows.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from gateway.repositories.users import User
-from shared.wire.gateway import RatePromptEvolution, RateRequest, RateResponse, response_json
+from shared.wire.gateway import (
+    ABTestView,
+    RatePromptEvolution,
+    RateRequest,
+    RateResponse,
+    response_json,
+)
 from shared.wire.ml import ObservationIn
 
 log = logging.getLogger("latina.rating")
@@ -147,7 +152,7 @@ async def _response(
     means = await uow.experiments.api_means_over_last(CURRENT_WINDOW)
     triggered = evolution_due(sample, policy.evolution_every)
     round_status = await uow.evolution.round_status(sample) if triggered else None
-    ab_test: dict[str, Any] | None
+    ab_test: ABTestView | None
     if test_id is not None:
         ab_test = await uow.ab_tests.view(test_id)
     else:

@@ -16,6 +16,7 @@ from typing import Any
 from gateway.domain.ab_tests import Arm, Verdict, arm_of
 from gateway.repositories import prompts
 from shared.db.pool import Conn
+from shared.wire.gateway import ABTestArmView, ABTestView
 
 
 @dataclass(frozen=True)
@@ -185,56 +186,55 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-async def _view(conn: Conn, row: Any) -> dict[str, Any]:
+async def _view(conn: Conn, row: Any) -> ABTestView:
     by_arm = await rated(conn, row["id"])
     names = {"old": row["old_version"], "new": row["new_version"]}
-    versions: dict[str, dict[str, Any]] = {}
+    versions: dict[str, ABTestArmView] = {}
     for arm, experiments in by_arm.items():  # old, then new
         ratings = [x for rs in experiments.values() for x in rs]
-        versions[names[arm]] = {
-            "n": len(experiments),
-            "ratings": len(ratings),
-            "mean": round(sum(ratings) / len(ratings), 3) if ratings else None,
-        }
-    winner = names[row["winner"]] if row["winner"] else None
-    return {
-        "id": row["id"],
-        "old": names["old"],
-        "new": names["new"],
-        "status": row["status"],
-        "samples": sum(len(v) for v in by_arm.values()),
-        "of": row["samples_planned"],
-        "avg": {name: v["mean"] for name, v in versions.items()},
-        "versions": versions,
-        "winner": winner,
-        "p_new_better": row["p_new_better"],
-        "promoted": row["promoted"],
-        "evolution_sample": row["evolution_sample"],
-        "note": row["note"],
-        "created_at": _iso(row["created_at"]),
-        "decided_at": _iso(row["decided_at"]),
-    }
+        versions[names[arm]] = ABTestArmView(
+            n=len(experiments),
+            ratings=len(ratings),
+            mean=round(sum(ratings) / len(ratings), 3) if ratings else None,
+        )
+    return ABTestView(
+        id=row["id"],
+        old=names["old"],
+        new=names["new"],
+        status=row["status"],
+        samples=sum(len(v) for v in by_arm.values()),
+        of=row["samples_planned"],
+        avg={name: v.mean for name, v in versions.items()},
+        versions=versions,
+        winner=names[row["winner"]] if row["winner"] else None,
+        p_new_better=row["p_new_better"],
+        promoted=row["promoted"],
+        evolution_sample=row["evolution_sample"],
+        note=row["note"],
+        created_at=_iso(row["created_at"]),
+        decided_at=_iso(row["decided_at"]),
+    )
 
 
-async def view(conn: Conn, ab_test_id: int) -> dict[str, Any]:
+async def view(conn: Conn, ab_test_id: int) -> ABTestView:
     row = await conn.fetchrow(_VIEW_SQL + " WHERE t.id = $1", ab_test_id)
     assert row is not None, ab_test_id
     return await _view(conn, row)
 
 
-async def running_view(conn: Conn) -> dict[str, Any] | None:
+async def running_view(conn: Conn) -> ABTestView | None:
     row = await conn.fetchrow(_VIEW_SQL + " WHERE t.status = 'running'")
     return await _view(conn, row) if row else None
 
 
-async def list_views(conn: Conn) -> list[dict[str, Any]]:
+async def list_views(conn: Conn) -> list[ABTestView]:
     rows = await conn.fetch(_VIEW_SQL + " ORDER BY t.id DESC")
     return [await _view(conn, r) for r in rows]
 
 
 async def export_record(conn: Conn, ab_test_id: int) -> dict[str, Any]:
     """What ``experiments/experiment_NNN.json`` holds: the view plus every slot's sample."""
-    record = await view(conn, ab_test_id)
+    record = (await view(conn, ab_test_id)).model_dump(mode="json")
     rows = await conn.fetch(
         """
         SELECT s.slot, s.arm, s.experiment_id, e.sample_number,

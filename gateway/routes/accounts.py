@@ -9,23 +9,24 @@ from gateway.auth import current_user
 from gateway.flows.accounts import list_accounts
 from gateway.repositories.users import User
 from gateway.state import gateway_state
+from shared.wire.gateway import UserList, UserView, response_json
 
 
-def _user_json(user: User) -> dict[str, object]:
-    return {
-        "id": user.id,
-        "name": user.name,
-        "role": user.role,
-        "created_at": user.created_at.isoformat(),
-        "disabled": user.disabled,
-    }
+def _view(user: User) -> UserView:
+    return UserView(
+        id=user.id,
+        name=user.name,
+        role=user.role,
+        created_at=user.created_at.isoformat(),
+        disabled=user.disabled,
+    )
 
 
 async def me(request: Request) -> Response:
-    return JSONResponse(_user_json(current_user(request)))
+    return JSONResponse(response_json(_view(current_user(request))))
 
 
 async def list_users(request: Request) -> Response:
     current_user(request, "admin")
     items = await list_accounts(gateway_state(request).uows)
-    return JSONResponse({"items": [_user_json(u) for u in items]})
+    return JSONResponse(response_json(UserList(items=[_view(u) for u in items])))

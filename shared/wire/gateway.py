@@ -73,11 +73,39 @@ class TrainResponse(BaseModel):
     candidates: int | None = None  # active mode only
 
 
+class ABTestArmView(BaseModel):
+    """One prompt version's side of an A/B test: samples, ratings, their mean."""
+
+    n: int
+    ratings: int
+    mean: float | None
+
+
+class ABTestView(BaseModel):
+    """An A/B test of a new prompt version against the current one, as the API shows it."""
+
+    id: int
+    old: str
+    new: str
+    status: Literal["running", "decided", "cancelled"]
+    samples: int
+    of: int
+    avg: dict[str, float | None]  # per version name (old first): ``versions[...].mean``
+    versions: dict[str, ABTestArmView]
+    winner: str | None
+    p_new_better: float | None
+    promoted: bool | None
+    evolution_sample: int | None
+    note: str | None
+    created_at: str | None  # ISO 8601 as Python writes it (see ``HistoryItem``)
+    decided_at: str | None
+
+
 class RatePromptEvolution(BaseModel):
     triggered: bool
     waiting_for_ab_test: bool
     new_version: str | None
-    ab_test: dict[str, Any] | None  # the A/B test's view (gateway.repositories.ab_tests)
+    ab_test: ABTestView | None
 
 
 class RateResponse(BaseModel):
@@ -164,7 +192,7 @@ class StatusResponse(BaseModel):
     current_best_rating: float | None
     per_api: dict[str, ApiStatus]
     current_prompt: PromptStatus | None
-    ab_test: dict[str, Any] | None  # the running A/B test's view (gateway.repositories.ab_tests)
+    ab_test: ABTestView | None  # the running test
     prompt_evolution: EvolutionStatus
     learning_curve: list[CurvePoint]
     ml_service: MLServiceStatus
@@ -221,6 +249,59 @@ class EnhanceResponse(BaseModel):
     uncertainty: float | None
     candidates: int
     ranked_by: Literal["reward_model", "optimizer"]
+
+
+class PromptVersionView(BaseModel):
+    """``GET /api/prompts/{version}`` and each item of ``GET /api/prompts``."""
+
+    version: str
+    parent_version: str | None
+    prompt: str
+    negative_prompt: str
+    performance_score: float | None
+    usage_count: int
+    created_at: str  # ISO 8601 as Python writes it (see ``HistoryItem``)
+    is_current: bool
+    status: Literal["candidate", "testing", "active", "retired", "rejected"]
+    origin: Literal["seed", "llm", "heuristic", "manual"]
+    changes: list[str]
+    reasoning: str | None
+
+
+class PromptLibrary(BaseModel):
+    """``GET /api/prompts``: every version, oldest first."""
+
+    current: str | None
+    items: list[PromptVersionView]
+
+
+class Promotion(BaseModel):
+    """``POST /api/prompts/{version}/promote``; ``ab_test`` is the test it cancelled."""
+
+    current: str
+    previous: str | None
+    changed: bool
+    ab_test: ABTestView | None
+
+
+class ABTestList(BaseModel):
+    """``GET /api/ab_tests``: newest first."""
+
+    items: list[ABTestView]
+
+
+class UserView(BaseModel):
+    """``GET /api/me`` and each item of ``GET /api/users``."""
+
+    id: int
+    name: str
+    role: Literal["trainer", "admin"]
+    created_at: str  # ISO 8601 as Python writes it (see ``HistoryItem``)
+    disabled: bool
+
+
+class UserList(BaseModel):
+    items: list[UserView]
 
 
 def response_json(body: BaseModel) -> dict[str, Any]:

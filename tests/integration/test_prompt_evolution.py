@@ -27,6 +27,7 @@ from shared.settings import Settings
 from shared.storage.local import LocalObjectStore
 from tests.fakes.openai import API_KEY, FakeOpenAI, failure, structured
 from tests.images import interior
+from tests.integration.test_gateway_response_bodies import TIME, Like, assert_same
 from tests.servers import serve
 
 SCHEMA = json.loads((PROMPTS_DIR / "schema.json").read_text())
@@ -396,3 +397,118 @@ async def test_an_llm_that_keeps_failing_falls_back_and_says_so(
             last = (await stack.status())["prompt_evolution"]["last_round"]
             assert last["new_version"] == "v1.0.1"
             assert "500" in last["fallback_reason"] or "overloaded" in last["fallback_reason"]
+
+
+def _ab_view(
+    status: str,
+    samples: int,
+    old: tuple[int, int, float | None],
+    new: tuple[int, int, float | None],
+    **decided: Any,
+) -> dict[str, Any]:
+    """The A/B test view's exact JSON; ``old``/``new`` are (samples, ratings, mean)."""
+    versions = {
+        name: {"n": n, "ratings": ratings, "mean": mean}
+        for name, (n, ratings, mean) in (("v1.0.0", old), ("v1.0.1", new))
+    }
+    return {
+        "id": Like(int),
+        "old": "v1.0.0",
+        "new": "v1.0.1",
+        "status": status,
+        "samples": samples,
+        "of": 5,
+        "avg": {name: v["mean"] for name, v in versions.items()},
+        "versions": versions,
+        "winner": None,
+        "p_new_better": None,
+        "promoted": None,
+        "evolution_sample": 2,
+        "note": None,
+        "created_at": TIME,
+        "decided_at": None,
+        **decided,
+    }
+
+
+async def test_ab_test_prompt_and_account_bodies_keep_their_exact_json(stack: Stack) -> None:
+    """The A/B test view inside rate, status, promote and the list; prompt versions; users."""
+    await _evolved(stack)
+    running = _ab_view("running", 0, (0, 0, None), (0, 0, None))
+    assert_same((await stack.trainer.get("/api/ab_tests")).json(), {"items": [running]})
+    assert_same((await stack.status())["ab_test"], running)
+
+    rated = await stack.sample(2, 4)
+    assert_same(
+        rated["prompt_evolution"],
+        {
+            "triggered": False,
+            "waiting_for_ab_test": False,
+            "new_version": "v1.0.1",
+            "ab_test": _ab_view("running", 1, (1, 2, 3.0), (0, 0, None)),
+        },
+    )
+    version = {
+        "version": "v1.0.1",
+        "parent_version": "v1.0.0",
+        "prompt": Like(str),
+        "negative_prompt": Like(str),
+        "performance_score": None,
+        "usage_count": 0,
+        "created_at": TIME,
+        "is_current": False,
+        "status": "testing",
+        "origin": "heuristic",
+        "changes": Like(list),
+        "reasoning": Like(str),
+    }
+    assert_same((await stack.trainer.get("/api/prompts/v1.0.1")).json(), version)
+
+    promoted = await stack.admin.post("/api/prompts/v1.0.1/promote")
+    assert promoted.status_code == 200, promoted.text
+    cancelled = _ab_view(
+        "cancelled",
+        1,
+        (1, 2, 3.0),
+        (0, 0, None),
+        note="cancelled: ada promoted v1.0.1 by hand",
+    )
+    assert_same(
+        promoted.json(),
+        {"current": "v1.0.1", "previous": "v1.0.0", "changed": True, "ab_test": cancelled},
+    )
+    again = await stack.admin.post("/api/prompts/v1.0.1/promote")
+    assert_same(
+        again.json(), {"current": "v1.0.1", "previous": "v1.0.1", "changed": False, "ab_test": None}
+    )
+
+    user = {"id": Like(int), "name": "tina", "role": "trainer", "created_at": TIME}
+    assert_same((await stack.trainer.get("/api/me")).json(), {**user, "disabled": False})
+    users = (await stack.admin.get("/api/users")).json()
+    assert_same(
+        users,
+        {
+            "items": [
+                {**user, "disabled": False},
+                {**user, "name": "ada", "role": "admin", "disabled": False},
+            ]
+        },
+    )
+
+
+async def test_a_decided_ab_test_view_keeps_its_exact_json(stack: Stack) -> None:
+    await _evolved(stack)
+    responses = await _run_test(stack, old_rating=2, new_rating=5)
+    last = max(responses, key=lambda r: r["sample_number"])["prompt_evolution"]["ab_test"]
+    decided = _ab_view(
+        "decided",
+        5,
+        (3, 6, 2.0),
+        (2, 4, 5.0),
+        winner="v1.0.1",
+        p_new_better=Like(float),
+        promoted=True,
+        decided_at=TIME,
+    )
+    assert_same(last, decided)
+    assert_same((await stack.trainer.get("/api/ab_tests")).json(), {"items": [decided]})
