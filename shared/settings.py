@@ -173,16 +173,27 @@ class Settings(BaseSettings):
         return self.latina_data_dir.expanduser().resolve()
 
 
+class _ParameterSource(BaseSettings):
+    """Where the settings come from, read before anything is validated: a deployed function's
+    environment holds no secret, so ``Settings`` validated on the environment alone would
+    refuse production before SSM had a say."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    latina_ssm_prefix: str | None = None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use; with
-    ``LATINA_SSM_PREFIX`` the SSM parameters under it override the environment."""
-    settings = Settings()
-    if not settings.latina_ssm_prefix:
-        return settings
+    ``LATINA_SSM_PREFIX`` the SSM parameters under it override the environment. The production
+    rules (no development secret, a database URL) hold for the merged result."""
+    prefix = _ParameterSource().latina_ssm_prefix
+    if not prefix:
+        return Settings()
     from shared.aws.parameters import read_parameters
 
-    return settings_with_parameters(read_parameters(settings.latina_ssm_prefix))
+    return settings_with_parameters(read_parameters(prefix))
 
 
 def settings_with_parameters(values: dict[str, Any]) -> Settings:

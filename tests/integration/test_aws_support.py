@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, quote
 import boto3
 import httpx
 import pytest
+from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -274,3 +275,65 @@ async def test_tampered_unsigned_or_tokenless_requests_are_refused(
         assert wrong.status_code == 401
         accepted = await plain.send(good)
         assert accepted.status_code == 200, accepted.text
+
+
+def _production_from_ssm(
+    ssm_endpoint: str, monkeypatch: pytest.MonkeyPatch, parameters: dict[str, str]
+) -> Settings:
+    """``get_settings`` with the environment serverless.yml gives a function (nothing secret)
+    and ``parameters`` as SecureStrings under the stage's prefix, as the runbook stores them."""
+    ssm = boto3.client("ssm", endpoint_url=ssm_endpoint, region_name=REGION)
+    # moto keeps one store per process, whichever server: start from an empty stage
+    stale = ssm.get_parameters_by_path(Path="/latina/prod/")["Parameters"]
+    if stale:
+        ssm.delete_parameters(Names=[p["Name"] for p in stale])
+    _put(ssm_endpoint, {f"/latina/prod/{k}": ("SecureString", v) for k, v in parameters.items()})
+    for name in ("DATABASE_URL", "LATINA_SECRET_KEY", "ML_SERVICE_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", ssm_endpoint)
+    monkeypatch.setenv("LATINA_ENV", "production")
+    monkeypatch.setenv("LATINA_SSM_PREFIX", "/latina/prod/")
+    settings_module.get_settings.cache_clear()
+    try:
+        return get_settings()
+    finally:
+        settings_module.get_settings.cache_clear()
+
+
+PRODUCTION_SECRETS = {
+    "DATABASE_URL": "postgresql://latina@db.internal:5432/latina?sslmode=require",
+    "LATINA_SECRET_KEY": "k" * 64,
+    "ML_SERVICE_TOKEN": "t" * 48,
+}
+
+
+def test_production_takes_its_secrets_from_ssm_alone(
+    ssm_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the production check sees the merged settings, not the environment before SSM
+    settings = _production_from_ssm(ssm_endpoint, monkeypatch, PRODUCTION_SECRETS)
+    assert settings.latina_env == "production"
+    assert settings.database_url == PRODUCTION_SECRETS["DATABASE_URL"]
+    assert settings.latina_secret_key == "k" * 64 and settings.ml_service_token == "t" * 48
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("LATINA_SECRET_KEY", "latina-dev-secret-key-change-me", "LATINA_SECRET_KEY must be set"),
+        ("ML_SERVICE_TOKEN", "latina-dev-ml-token", "ML_SERVICE_TOKEN must be set"),
+        ("ML_SERVICE_TOKEN", "short", "ML_SERVICE_TOKEN must be set"),
+        ("DATABASE_URL", "", "DATABASE_URL must be set"),
+    ],
+)
+def test_production_refuses_dev_or_missing_secrets_that_come_from_ssm(
+    ssm_endpoint: str, monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    parameters = {k: v for k, v in PRODUCTION_SECRETS.items() if k != name}
+    if value:
+        parameters[name] = value
+    with pytest.raises(ValidationError, match="production settings refused") as refused:
+        _production_from_ssm(ssm_endpoint, monkeypatch, parameters)
+    # only the setting at fault is named: the others came from SSM and count
+    assert message in str(refused.value)
+    assert str(refused.value).count("must be set") == 1
