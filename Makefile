@@ -2,7 +2,8 @@
 # missing and sync it to requirements.lock (every package at its locked version, hashes checked,
 # PyTorch as its CPU build), and install the browser's front-end libraries from
 # ui/package-lock.json (npm ci). `make test` also installs Debian's chromium for the browser
-# tests when it is missing. `make lock` relocks after pyproject.toml's dependencies change.
+# tests when it is missing, and the Serverless Framework from infra/package-lock.json for the
+# production rehearsal. `make lock` relocks after pyproject.toml's dependencies change.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -24,9 +25,12 @@ STAGE ?= dev
 REGION ?= eu-west-1
 SLS_ARGS = --stage $(STAGE) --region $(REGION) --param="mlImage=$(ML_IMAGE)"
 # `make package` needs no AWS account: the ML image is a placeholder digest (never deployed).
+PACKAGE_DIR ?= .serverless
+PACKAGE_PARAMS ?=
 PACKAGE_IMAGE := 000000000000.dkr.ecr.$(REGION).amazonaws.com/latina-ml@sha256:0000000000000000000000000000000000000000000000000000000000000000
 
-.PHONY: install uv python-env lock run test test-unit lint migrate bench demo clean package deploy
+.PHONY: install uv python-env lock run test test-unit lint migrate bench demo clean package \
+	package-artifacts deploy
 
 install: python-env $(UI_STAMP)
 
@@ -74,8 +78,9 @@ $(CHROMIUM):
 run: python-env $(UI_STAMP)
 	$(BIN)/latina run
 
-## Run every test (unit, integration against real PostgreSQL and a real S3 server, ...).
-test: python-env $(UI_STAMP) $(CHROMIUM)
+## Run every test (unit, integration against real PostgreSQL and a real S3 server, the browser
+## UI in Chromium, the production rehearsal of the packaged functions, ...).
+test: python-env $(UI_STAMP) $(INFRA_STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: python-env
@@ -102,11 +107,17 @@ bench: python-env
 ## The CloudFormation template, offline (no AWS account), then cfn-lint on it: no errors and no
 ## warnings but the framework's known W3005. CI runs this.
 package: python-env $(UI_STAMP) $(INFRA_STAMP)
-	rm -rf .serverless
-	$(SLS) package --stage $(STAGE) --region $(REGION) --param="mlImage=$(PACKAGE_IMAGE)"
-	$(BIN)/python infra/check_package.py .serverless
-	$(BIN)/cfn-lint --ignore-checks W3005 -- .serverless/cloudformation-template-update-stack.json
-	@echo "template: .serverless/cloudformation-template-update-stack.json (cfn-lint clean)"
+	$(MAKE) --no-print-directory package-artifacts
+	$(BIN)/cfn-lint --ignore-checks W3005 -- $(PACKAGE_DIR)/cloudformation-template-update-stack.json
+	@echo "template: $(PACKAGE_DIR)/cloudformation-template-update-stack.json (cfn-lint clean)"
+
+## `serverless package` into PACKAGE_DIR, and the zip and template checked; the production
+## rehearsal (tests/rehearsal/) packages with this too, with PACKAGE_PARAMS for its Python.
+package-artifacts:
+	rm -rf $(PACKAGE_DIR)
+	$(SLS) package --stage $(STAGE) --region $(REGION) --param="mlImage=$(PACKAGE_IMAGE)" \
+		$(PACKAGE_PARAMS) --package $(PACKAGE_DIR)
+	$(BIN)/python infra/check_package.py $(PACKAGE_DIR)
 
 ## Deploy a stage: make deploy STAGE=dev|prod ML_IMAGE=<ecr repo>@sha256:<digest>. On an existing
 ## stack the migrate function is updated and run first, so new code never meets an old schema.

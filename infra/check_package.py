@@ -1,7 +1,10 @@
 """Check what `serverless package` built: the gateway's zip and the CloudFormation template.
 
 - The zip: Lambda refuses code that unzips to more than 250 MB, and the gateway needs its
-  templates, prompts, migrations and the UI's vendored chart.js at run time.
+  templates, prompts, migrations and the UI's vendored chart.js at run time. Every compiled
+  extension is built for the functions' runtime (``cpython-312`` for ``python3.12``): a wheel for
+  another Python fails at import on Lambda (the packaging plugin's cache is keyed by the
+  requirements alone, whatever Python they were installed for).
 - The template: no secret in any function's environment (they come from SSM), the ML image by
   digest behind an AWS_IAM function URL, one role per function with no wildcard actions, every
   bucket private, encrypted, TLS-only and under lifecycle rules.
@@ -12,6 +15,7 @@ Usage: python infra/check_package.py .serverless
 from __future__ import annotations
 
 import json
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -39,14 +43,20 @@ SECRETS = {
     "AWS_SECRET_ACCESS_KEY",
 }
 FUNCTIONS = ("Ml", "Gateway", "Worker", "Migrate")
+_EXTENSION_ABI = re.compile(r"\.cpython-(\d)(\d+)-[^/]*\.so$")
 
 
-def check_zip(path: Path) -> list[str]:
+def check_zip(path: Path, runtime: str) -> list[str]:
+    """``runtime``: the zipped functions' Lambda runtime (``python3.12``)."""
     with zipfile.ZipFile(path) as archive:
         infos = archive.infolist()
     names = {info.filename for info in infos}
     size = sum(info.file_size for info in infos)
     problems = [f"zip: missing {name}" for name in REQUIRED if name not in names]
+    for name in sorted(names):
+        abi = _EXTENSION_ABI.search(name)
+        if abi and f"python{abi[1]}.{abi[2]}" != runtime:
+            problems.append(f"zip: {name} is built for python{abi[1]}.{abi[2]}, not {runtime}")
     tops = {name.split("/", 1)[0] for name in names}
     problems += [f"zip: must not ship {top}/" for top in FORBIDDEN_TOP if top in tops]
     if size > LIMIT_BYTES:
@@ -125,10 +135,24 @@ def check_template(path: Path) -> list[str]:
     return problems
 
 
+def zip_runtime(template: Path) -> str:
+    """The one runtime of the functions that run from the zip."""
+    resources: dict[str, Any] = json.loads(template.read_text())["Resources"]
+    runtimes = {
+        r["Properties"]["Runtime"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Function" and "Runtime" in r["Properties"]
+    }
+    if len(runtimes) != 1:
+        raise SystemExit(f"{template}: the zipped functions have runtimes {sorted(runtimes)}")
+    return runtimes.pop()
+
+
 def main(folder: str) -> int:
     base = Path(folder)
-    problems = check_zip(base / "latina.zip")
-    problems += check_template(base / "cloudformation-template-update-stack.json")
+    template = base / "cloudformation-template-update-stack.json"
+    problems = check_zip(base / "latina.zip", zip_runtime(template))
+    problems += check_template(template)
     for problem in problems:
         print(f"  problem: {problem}", file=sys.stderr)
     return 1 if problems else 0

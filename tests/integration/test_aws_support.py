@@ -4,12 +4,9 @@ the real ML app)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, quote
 
 import boto3
 import httpx
@@ -27,6 +24,7 @@ from shared.settings import Settings, get_settings, settings_with_parameters
 from tests.conftest import ML_TOKEN
 from tests.moto import moto_endpoint
 from tests.servers import serve
+from tests.sigv4_verifier import Principal, sigv4_problem
 
 KEY_ID, SECRET, SESSION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-tok"
 REGION = "eu-west-1"
@@ -99,57 +97,7 @@ def test_unreachable_parameter_store_is_a_clear_error(aws_env: None) -> None:
         read_parameters("/latina/dev", client=client)
 
 
-# --- SigV4, verified the way the function URL's AWS_IAM auth does, independently of botocore
-
-
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
-
-
-def sigv4_problem(
-    method: str, path: str, query: str, headers: dict[str, str], body: bytes
-) -> str | None:
-    """None when the request carries a valid SigV4 signature for KEY_ID/SECRET, else why not."""
-    auth = headers.get("authorization", "")
-    if not auth.startswith("AWS4-HMAC-SHA256 "):
-        return "not signed"
-    fields = dict(
-        part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 ") :].split(",")
-    )
-    key_id, date, region, service, terminal = fields["Credential"].split("/")
-    if (key_id, region, service, terminal) != (KEY_ID, REGION, "lambda", "aws4_request"):
-        return f"wrong scope {fields['Credential']}"
-    if headers.get("x-amz-security-token") != SESSION:
-        return "session token missing"
-    signed = fields["SignedHeaders"].split(";")
-    if "host" not in signed or "x-amz-date" not in signed:
-        return "host and date must be signed"
-    canonical_query = "&".join(
-        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
-        for k, v in sorted(parse_qsl(query, keep_blank_values=True))
-    )
-    canonical = "\n".join(
-        [
-            method,
-            quote(path, safe="/-_.~"),
-            canonical_query,
-            "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in signed),
-            ";".join(signed),
-            hashlib.sha256(body).hexdigest(),
-        ]
-    )
-    scope = f"{date}/{region}/{service}/{terminal}"
-    to_sign = "\n".join(
-        [
-            "AWS4-HMAC-SHA256",
-            headers["x-amz-date"],
-            scope,
-            hashlib.sha256(canonical.encode()).hexdigest(),
-        ]
-    )
-    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{SECRET}".encode(), date), region), service), terminal)
-    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    return None if hmac.compare_digest(expected, fields["Signature"]) else "bad signature"
+PRINCIPAL = Principal(KEY_ID, SECRET, SESSION, REGION)
 
 
 class IamFunctionUrl:
@@ -172,7 +120,7 @@ class IamFunctionUrl:
         body = b"".join(chunks)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         problem = sigv4_problem(
-            scope["method"], scope["path"], scope["query_string"].decode(), headers, body
+            PRINCIPAL, scope["method"], scope["path"], scope["query_string"].decode(), headers, body
         )
         if problem:
             await JSONResponse({"Message": f"Forbidden: {problem}"}, 403)(scope, receive, send)
