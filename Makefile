@@ -26,7 +26,7 @@ SLS_ARGS = --stage $(STAGE) --region $(REGION) --param="mlImage=$(ML_IMAGE)"
 # `make package` needs no AWS account: the ML image is a placeholder digest (never deployed).
 PACKAGE_IMAGE := 000000000000.dkr.ecr.$(REGION).amazonaws.com/latina-ml@sha256:0000000000000000000000000000000000000000000000000000000000000000
 
-.PHONY: install uv python-env lock run test test-unit lint migrate bench demo clean package deploy
+.PHONY: install uv python-env lock run test test-unit lint migrate bench demo clean package deploy ml-image
 
 install: python-env $(UI_STAMP)
 
@@ -107,6 +107,15 @@ package: python-env $(UI_STAMP) $(INFRA_STAMP)
 	$(BIN)/python infra/check_package.py .serverless
 	$(BIN)/cfn-lint --ignore-checks W3005 -- .serverless/cloudformation-template-update-stack.json
 	@echo "template: .serverless/cloudformation-template-update-stack.json (cfn-lint clean)"
+
+## The ML service's Lambda image from infra/Dockerfile.ml, tagged latina-ml:<short commit>. Needs
+## a Docker engine; without one, tests/rehearsal/ builds the same Dockerfile's task root instead.
+ml-image:
+	@why=$$(docker info 2>&1 >/dev/null) || { \
+		echo "no Docker engine here: $$(echo "$$why" | tail -n 1)" >&2; \
+		echo "(the ML image cannot be built on this machine; tests/rehearsal/ rehearses its task root without Docker)" >&2; \
+		exit 2; }
+	docker build -f infra/Dockerfile.ml -t latina-ml:$$(git rev-parse --short HEAD) .
 
 ## Deploy a stage: make deploy STAGE=dev|prod ML_IMAGE=<ecr repo>@sha256:<digest>. On an existing
 ## stack the migrate function is updated and run first, so new code never meets an old schema.
