@@ -30,7 +30,7 @@ PACKAGE_PARAMS ?=
 PACKAGE_IMAGE := 000000000000.dkr.ecr.$(REGION).amazonaws.com/latina-ml@sha256:0000000000000000000000000000000000000000000000000000000000000000
 
 .PHONY: install uv python-env lock run test test-unit lint migrate bench demo clean package \
-	package-artifacts deploy
+	package-artifacts deploy ml-image
 
 install: python-env $(UI_STAMP)
 
@@ -118,6 +118,15 @@ package-artifacts:
 	$(SLS) package --stage $(STAGE) --region $(REGION) --param="mlImage=$(PACKAGE_IMAGE)" \
 		$(PACKAGE_PARAMS) --package $(PACKAGE_DIR)
 	$(BIN)/python infra/check_package.py $(PACKAGE_DIR)
+
+## The ML service's Lambda image from infra/Dockerfile.ml, tagged latina-ml:<short commit>. Needs
+## a Docker engine; without one, tests/rehearsal/ builds the same Dockerfile's task root instead.
+ml-image:
+	@why=$$(docker info 2>&1 >/dev/null) || { \
+		echo "no Docker engine here: $$(echo "$$why" | tail -n 1)" >&2; \
+		echo "(the ML image cannot be built on this machine; tests/rehearsal/ rehearses its task root without Docker)" >&2; \
+		exit 2; }
+	docker build -f infra/Dockerfile.ml -t latina-ml:$$(git rev-parse --short HEAD) .
 
 ## Deploy a stage: make deploy STAGE=dev|prod ML_IMAGE=<ecr repo>@sha256:<digest>. On an existing
 ## stack the migrate function is updated and run first, so new code never meets an old schema.

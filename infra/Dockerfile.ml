@@ -1,7 +1,7 @@
 # The ML service as a Lambda container image: AWS's Lambda Python base image with CPU-only
 # PyTorch (no CUDA libraries: the image stays ~1 GB instead of several).
 #
-#   docker build -f infra/Dockerfile.ml -t latina-ml .          (from the repository root)
+#   make ml-image     (docker build -f infra/Dockerfile.ml -t latina-ml:<commit> .)
 #   then push to ECR and deploy by digest: make deploy ML_IMAGE=<repo>@sha256:<digest>
 ARG PYTHON_VERSION=3.12
 FROM public.ecr.aws/lambda/python:${PYTHON_VERSION}

@@ -1,0 +1,1 @@
+"""Production rehearsal: run what we deploy (the ML image's task root, from its Dockerfile)."""
