@@ -16,7 +16,7 @@ class Principal:
 
     key_id: str
     secret: str
-    session_token: str
+    session_token: str | None  # None: requests must not carry one
     region: str
 
 
