@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -35,7 +37,7 @@ from tests.moto import moto_endpoint
 from tests.rehearsal import runbook
 from tests.rehearsal.lambda_host import FunctionUrl, LambdaFunction, function_url
 from tests.rehearsal.ml_image import TaskRoot, build_task_root, default_cache_dir, lambda_python
-from tests.rehearsal.package import REPO, Package, build_package, resolve
+from tests.rehearsal.package import REPO, Package, PackageBuild, resolve
 from tests.s3_server import S3Server, s3_server, sync_client
 from tests.servers import serve
 from tests.sigv4_verifier import Principal
@@ -59,26 +61,50 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture(scope="session")
 def runtime_python() -> tuple[Path, str]:
     python = lambda_python()
-    version = subprocess.run(
-        [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    version = _python_version(python)
     REPORT["python"] = f"functions run on Python {version}" + (
         "" if version == "3.12" else " (the Lambda runtime's 3.12 is not on this machine)"
     )
     return python, version
 
 
+_BUILD: list[PackageBuild] = []  # the session's package build, started after collection
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start packaging as soon as the session knows it will run the rehearsal (about two
+    minutes of ``serverless package``, which overlaps the tests before it)."""
+    here = Path(__file__).parent
+    wanted = any(Path(str(item.path)).is_relative_to(here) for item in session.items)
+    if not wanted or os.environ.get("REHEARSAL_PACKAGE"):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="latina-rehearsal-")) / "serverless"
+    _BUILD.append(PackageBuild(folder, _python_version(lambda_python())))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for build in _BUILD:
+        build.stop()
+        shutil.rmtree(build.folder.parent, ignore_errors=True)
+
+
+def _python_version(python: Path) -> str:
+    return subprocess.run(
+        [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 @pytest.fixture(scope="session")
-def package(runtime_python: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Package:
+def package(runtime_python: tuple[Path, str]) -> Package:
     reuse = os.environ.get("REHEARSAL_PACKAGE")  # while working on the rehearsal itself
     if reuse:
         REPORT["package"] = f"package reused from {reuse} (REHEARSAL_PACKAGE)"
         return Package(Path(reuse), 0.0)
-    built = build_package(tmp_path_factory.mktemp("package") / "serverless", runtime_python[1])
-    REPORT["package"] = f"make package-artifacts: {built.seconds:.0f} s"
+    built = _BUILD[0].result()
+    REPORT["package"] = f"make package-artifacts: {built.seconds:.0f} s (during the other tests)"
     return built
 
 

@@ -88,6 +88,7 @@ class LambdaFunction:
         self._started_at = 0.0
         self._closing = asyncio.Event()
         self._starting = asyncio.Lock()
+        self._runtime_url: str | None = None
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -101,7 +102,7 @@ class LambdaFunction:
                 self.cold_start.init_seconds = time.perf_counter() - self._started_at
             # the bootstrap's long poll; ended (410) when the container stops, so the server can
             waiting = asyncio.ensure_future(self._queue.get())
-            closing = asyncio.ensure_future(self._closing.wait())
+            closing = asyncio.ensure_future(self._closing.wait())  # this container's
             await asyncio.wait({waiting, closing}, return_when=asyncio.FIRST_COMPLETED)
             if not waiting.done():
                 waiting.cancel()
@@ -154,7 +155,9 @@ class LambdaFunction:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     async def start(self) -> None:
-        runtime_url = await self._stack.enter_async_context(serve(self._runtime_app()))
+        if self._runtime_url is None:
+            self._runtime_url = await self._stack.enter_async_context(serve(self._runtime_app()))
+        runtime_url = self._runtime_url
         environment = {
             **self.environment,
             "AWS_LAMBDA_RUNTIME_API": runtime_url.removeprefix("http://"),
@@ -217,7 +220,19 @@ class LambdaFunction:
         )
         raise InvocationError(f"{reason}\n--- {self.log.name} ---\n{self.log_tail()}")
 
+    async def recycle(self) -> None:
+        """End this container; the next invocation starts a fresh one (which reads SSM again),
+        as any configuration change does on Lambda."""
+        async with self._starting:
+            await self._end_container()
+            self._closing = asyncio.Event()
+            self._process = None
+
     async def stop(self) -> None:
+        await self._end_container()
+        await self._stack.aclose()
+
+    async def _end_container(self) -> None:
         self._closing.set()
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()
@@ -226,7 +241,6 @@ class LambdaFunction:
             except TimeoutError:
                 self._process.kill()
                 await self._process.wait()
-        await self._stack.aclose()
 
 
 class FunctionUrl:

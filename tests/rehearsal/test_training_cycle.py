@@ -157,5 +157,31 @@ async def test_a_whole_training_cycle_runs_on_the_packaged_functions(stage: Depl
         assert new.status_code == 200 and new.json()["name"] == "tina"
     # migrations by hand change nothing after the migrate function ran
     assert (await runbook.run("migrate-by-hand", operator)).startswith("0 applied")
+    # the runbook's rotation of ML_SERVICE_TOKEN: put, recycle ml, then gateway and worker
+    await runbook.run("rotate-ml-token", operator)
+    await stage.functions["ml"].recycle()
+    async with httpx.AsyncClient(
+        base_url=stage.gateway_url,
+        headers={"Authorization": f"Bearer {rotated[0]}"},
+        timeout=180,
+    ) as client:
+        # in between: the ML service refuses the old token; the rating is kept for the worker
+        between = await upload(client, "villa-rotation")
+        assert {o["strategy"] for o in between["options"]} == {"fallback"}
+        kept = await rate(client, between, 4, 4)
+        assert kept["success"] is True and kept["ml_updated"] is False
+        for name in ("gateway", "worker"):
+            await stage.functions[name].recycle()
+        for _ in range(30):
+            report = await stage.invoke("worker", stage.schedule)
+            if report["queued_after"].get("ml_update", 0) == 0:
+                break
+            await asyncio.sleep(1)
+        assert report["queued_after"].get("ml_update", 0) == 0, report
+        status = (await client.get("/api/train/status")).json()
+        assert status["ml_service"]["pending_updates"] == 0
+        after = await upload(client, "villa-after-rotation")
+        assert "fallback" not in {o["strategy"] for o in after["options"]}
+
     # every block of the runbook that can run here ran
     assert {b.run_as for b in runbook.blocks() if b.run_as} == runbook.RAN
