@@ -30,6 +30,7 @@ from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.providers.base import ImageProvider
 from gateway.providers.selection import build_providers
 from gateway.routes import ROUTES
+from gateway.routes.training import MULTIPART_OVERHEAD, UPLOAD_PATHS
 from gateway.state import GatewayState, Upstreams
 from gateway.web.security import SecurityHeadersMiddleware
 from gateway.web.session import COOKIE
@@ -47,6 +48,7 @@ from shared.settings import Settings, get_settings
 from shared.storage import ObjectStore
 from shared.storage.factory import open_object_store
 from shared.web_errors import exception_handlers
+from shared.web_json import BodyLimit
 
 log = logging.getLogger("latina.gateway")
 
@@ -264,12 +266,18 @@ def create_app(
 
     first: list[Middleware] = [Middleware(OpenOnFirstRequest, open_state=open_state)]
     router = Router(routes=ROUTES)
+    uploads = settings.upload_max_bytes + MULTIPART_OVERHEAD
+
+    def body_limit(scope: Scope) -> int:
+        return uploads if scope["path"] in UPLOAD_PATHS else settings.json_max_bytes
+
     app = Starlette(
         routes=ROUTES,
         lifespan=None if lazy else lifespan,
         exception_handlers=dict(exception_handlers(STATUS_TABLE)),
         middleware=[
             *(first if lazy else []),
+            Middleware(BodyLimit, limit_for=body_limit),
             Middleware(RequestContextMiddleware, metrics=metrics, router=router),
             Middleware(SecurityHeadersMiddleware, settings=settings),
             Middleware(

@@ -17,6 +17,7 @@ from shared.aws.lambda_entry import use_lambda_log_format
 from shared.observability import HttpMetrics, RequestContextMiddleware, configure_logging
 from shared.settings import Settings, get_settings
 from shared.web_errors import exception_handlers
+from shared.web_json import BodyLimit
 
 SERVICE = "latina-ml"
 
@@ -40,7 +41,8 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers=dict(exception_handlers(STATUS_TABLE)),
         middleware=[
-            Middleware(RequestContextMiddleware, metrics=metrics, router=Router(routes=ROUTES))
+            Middleware(BodyLimit, limit_for=lambda scope: settings.ml_request_max_bytes),
+            Middleware(RequestContextMiddleware, metrics=metrics, router=Router(routes=ROUTES)),
         ],
     )
     app.state.resources = resources

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     upload_max_pixels: int = Field(default=40_000_000, gt=0)
+    json_max_bytes: int = Field(default=1024 * 1024, gt=0)
     phase_1_target: int = Field(default=50, ge=1)
     session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
     login_max_failures: int = Field(default=5, ge=1)
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
     # background one after an update) before it takes a ready one a few observations old
     ml_suggest_patience_seconds: float = Field(default=0.5, ge=0)
     ml_large_study: int = Field(default=300, ge=10)
+    # the largest request body the ML service reads (updates carry downscaled images)
+    ml_request_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     # GP fits and acquisitions: 0 = inline (one at a time in a thread of the service), N = N
     # worker processes; unset = inline on Lambda, else one process per core (at most 4)
     ml_gp_workers: int | None = Field(default=None, ge=0, le=64)

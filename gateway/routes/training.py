@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,9 +15,13 @@ from gateway.flows.rating import RatingPolicy, record_ratings
 from gateway.flows.status import training_status
 from gateway.flows.training import ActivePolicy, TrainingDeps, train
 from gateway.state import GatewayState, gateway_state
+from shared.web_json import read_json
 from shared.wire.gateway import RateRequest, response_json
 
 MULTIPART_OVERHEAD = 64 * 1024
+# The routes that take an upload (multipart): their body limit is UPLOAD_MAX_BYTES plus the
+# multipart overhead; every other route's is JSON_MAX_BYTES.
+UPLOAD_PATHS = ("/api/enhance/train", "/api/enhance")
 
 
 def _ml(state: GatewayState) -> HttpMLClient:
@@ -111,10 +113,7 @@ async def enhance_production(request: Request) -> Response:
 async def rate(request: Request) -> Response:
     user = current_user(request)
     state = gateway_state(request)
-    try:
-        raw = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+    raw = await read_json(request)
     body = await record_ratings(
         state.uows,
         _ml(state),

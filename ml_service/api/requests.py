@@ -4,7 +4,6 @@ whether the caller is still there."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Awaitable
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from ml_service.errors import InvalidInput, MalformedRequest
+from shared.web_json import read_json
 from shared.wire.ml import DEADLINE_HEADER
 
 _STUDY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -70,10 +70,8 @@ def study_name(value: str | None) -> str:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+    """The JSON object of the body (an empty body is ``{}``); see ``shared.web_json``."""
+    body = await read_json(request, empty={})
     if not isinstance(body, dict):
         raise MalformedRequest("request body must be a JSON object")
     return body
