@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 
 from gateway.adapters.ml_client import MLClient
 from gateway.adapters.prompt_export import PromptExporter
-from gateway.domain.ratings import check_against, check_ratings
+from gateway.domain.ratings import GivenRating, check_against, check_ratings
 from gateway.domain.schedule import (
     CURRENT_WINDOW,
     current_best_rating,
@@ -27,6 +28,7 @@ from gateway.flows.evolution import (
 )
 from gateway.flows.prompts import export_after_change
 from gateway.flows.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from gateway.repositories.experiments import ExperimentRow, OptionRow
 from gateway.repositories.users import User
 from shared.wire.gateway import (
     ABTestView,
@@ -36,6 +38,11 @@ from shared.wire.gateway import (
     response_json,
 )
 from shared.wire.ml import ObservationIn
+
+# How long an identical resubmission waits, beyond the delivery timeout, for the first
+# submission's answer, and how often it looks.
+ANSWER_GRACE_SECONDS = 5.0
+ANSWER_POLL_SECONDS = 0.05
 
 log = logging.getLogger("latina.rating")
 
@@ -61,8 +68,10 @@ async def record_ratings(
 ) -> RateResponse:
     """Store the ratings, the ML update (and, with ``send_images``, a job that sends the images
     for their features), any A/B decision and any evolution trigger in one transaction; then
-    try to deliver the update at once. Identical resubmissions get the first answer again."""
+    try to deliver the update at once. Identical resubmissions, concurrent or later, get the
+    first answer's body (``_first_answer``)."""
     given = check_ratings(request.ratings)
+    resubmitted: int | None = None  # the sample number, when this repeats a rating
     async with uows() as uow:
         experiment = await uow.experiments.lock_experiment(request.experiment_id)
         if experiment is None:
@@ -77,51 +86,13 @@ async def record_ratings(
                     code="already_rated",
                     details={"sample_number": experiment.sample_number},
                 )
-            if experiment.rate_response is not None:
-                try:
-                    return RateResponse.model_validate(experiment.rate_response)
-                except ValidationError:  # stored by an older release in another shape
-                    log.warning("stored rate answer of %s recomputed", experiment.id)
-            return await _response(uow, experiment.sample_number, False, policy)
-        for option in options:
-            rated = given[option.option]
-            await uow.experiments.insert_rating(
-                experiment.id, option, rated.rating, rated.comments, user.id
+            resubmitted = experiment.sample_number
+        else:
+            sample, job_id, observations, decided, test_id = await _record(
+                uow, experiment, options, given, user, policy, send_images=send_images
             )
-        observations = [
-            ObservationIn(
-                observation_id=f"{experiment.id}:{o.option}",
-                suggestion_id=o.suggestion_id,
-                api=o.api,
-                parameters=o.parameters,
-                rating=given[o.option].rating,
-                prompt_version=experiment.prompt_version,
-            )
-            for o in options
-        ]
-        job_id = await uow.jobs.enqueue_ml_update(
-            experiment.id, observations, delay_seconds=policy.retry_delay
-        )
-        if send_images:  # the worker sends them (gateway.flows.pictures): nobody waits for that
-            await uow.jobs.enqueue_ml_features(experiment.id, observations)
-        decided: int | None = None
-        test_id = await uow.ab_tests.test_of(experiment.id)
-        if test_id is not None and await decide_ab_test(uow, test_id):
-            decided = test_id
-        # The rows every rating updates come last, one statement each: their locks are held
-        # until the commit, and concurrent ratings queue on them.
-        await uow.experiments.add_to_prompt_score(
-            experiment.prompt_version_id, [given[o.option].rating for o in options]
-        )
-        sample = await uow.experiments.number_as_rated(experiment.id, user.id)
-        status = await on_sample(uow, sample, experiment.id, policy.evolution_every)
-        if reward_retrain_due(sample, policy.phase_1_target, policy.reward_retrain_every):
-            await uow.jobs.enqueue_reward_training(sample)
-        if decided is not None:
-            if status == "triggered":
-                await supersede_waiting(uow, sample)
-            else:
-                await release_waiting(uow)
+    if resubmitted is not None:
+        return await _first_answer(uows, experiment.id, resubmitted, policy)
     # No connection is held while the ML service is asked: a hanging ML service must not
     # use up the pool for every other endpoint.
     delivered = await _deliver(ml, observations, policy.delivery_timeout)
@@ -129,10 +100,93 @@ async def record_ratings(
         if delivered:
             await uow.jobs.forget_job(job_id)
         body = await _response(uow, sample, delivered, policy, decided or test_id)
-        await uow.experiments.store_rate_response(experiment.id, response_json(body))
+        stored = await uow.experiments.keep_first_rate_response(experiment.id, response_json(body))
         if decided is not None and exporter is not None:
             await export_after_change(uow, exporter, ab_test_id=decided)
-    return body
+    return RateResponse.model_validate(stored)
+
+
+async def _record(
+    uow: UnitOfWork,
+    experiment: ExperimentRow,
+    options: list[OptionRow],
+    given: dict[str, GivenRating],
+    user: User,
+    policy: RatingPolicy,
+    *,
+    send_images: bool,
+) -> tuple[int, int, list[ObservationIn], int | None, int | None]:
+    """The first rating of ``experiment``, inside the caller's transaction: the sample number,
+    the ML update's job, its observations, the A/B test this sample decided and its test."""
+    for option in options:
+        rated = given[option.option]
+        await uow.experiments.insert_rating(
+            experiment.id, option, rated.rating, rated.comments, user.id
+        )
+    observations = [
+        ObservationIn(
+            observation_id=f"{experiment.id}:{o.option}",
+            suggestion_id=o.suggestion_id,
+            api=o.api,
+            parameters=o.parameters,
+            rating=given[o.option].rating,
+            prompt_version=experiment.prompt_version,
+        )
+        for o in options
+    ]
+    job_id = await uow.jobs.enqueue_ml_update(
+        experiment.id, observations, delay_seconds=policy.retry_delay
+    )
+    if send_images:  # the worker sends them (gateway.flows.pictures): nobody waits for that
+        await uow.jobs.enqueue_ml_features(experiment.id, observations)
+    decided: int | None = None
+    test_id = await uow.ab_tests.test_of(experiment.id)
+    if test_id is not None and await decide_ab_test(uow, test_id):
+        decided = test_id
+    # The rows every rating updates come last, one statement each: their locks are held
+    # until the commit, and concurrent ratings queue on them.
+    await uow.experiments.add_to_prompt_score(
+        experiment.prompt_version_id, [given[o.option].rating for o in options]
+    )
+    sample = await uow.experiments.number_as_rated(experiment.id, user.id)
+    status = await on_sample(uow, sample, experiment.id, policy.evolution_every)
+    if reward_retrain_due(sample, policy.phase_1_target, policy.reward_retrain_every):
+        await uow.jobs.enqueue_reward_training(sample)
+    if decided is not None:
+        if status == "triggered":
+            await supersede_waiting(uow, sample)
+        else:
+            await release_waiting(uow)
+    return sample, job_id, observations, decided, test_id
+
+
+async def _first_answer(
+    uows: UnitOfWorkFactory, experiment_id: str, sample: int, policy: RatingPolicy
+) -> RateResponse:
+    """The answer of the first submission of these ratings. While that one still delivers its
+    ML update, its answer is not stored yet: wait for it (about the delivery timeout). If it
+    never comes (the first request failed after its commit), this answer becomes the first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + policy.delivery_timeout + ANSWER_GRACE_SECONDS
+    while True:
+        async with uows.read() as uow:
+            stored = await uow.experiments.rate_response_of(experiment_id)
+        if stored is not None:
+            try:
+                return RateResponse.model_validate(stored)
+            except ValidationError:  # stored by an older release in another shape
+                log.warning("stored rate answer of %s recomputed", experiment_id)
+                async with uows() as uow:
+                    body = await _response(uow, sample, False, policy)
+                    await uow.experiments.store_rate_response(experiment_id, response_json(body))
+                return body
+        if loop.time() >= deadline:
+            break
+        await asyncio.sleep(ANSWER_POLL_SECONDS)
+    async with uows() as uow:
+        body = await _response(uow, sample, False, policy)
+        first = await uow.experiments.keep_first_rate_response(experiment_id, response_json(body))
+    return RateResponse.model_validate(first)
 
 
 async def _deliver(ml: MLClient, observations: list[ObservationIn], timeout: float) -> bool:

@@ -98,6 +98,8 @@ class Experiments(_View):
     number_as_rated = _bound(experiments.number_as_rated)
     insert_rating = _bound(experiments.insert_rating)
     store_rate_response = _bound(experiments.store_rate_response)
+    keep_first_rate_response = _bound(experiments.keep_first_rate_response)
+    rate_response_of = _bound(experiments.rate_response_of)
     add_to_prompt_score = _bound(experiments.add_to_prompt_score)
     api_means_over_last = _bound(experiments.api_means_over_last)
     image_keys = _bound(experiments.image_keys)

@@ -207,9 +207,32 @@ async def insert_rating(
 
 
 async def store_rate_response(conn: Conn, experiment_id: str, body: dict[str, Any]) -> None:
+    """Replace the stored answer (one of an older shape, recomputed)."""
     await conn.execute(
         "UPDATE experiments SET rate_response = $2 WHERE id = $1", experiment_id, body
     )
+
+
+async def keep_first_rate_response(
+    conn: Conn, experiment_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Store ``body`` as the rating's answer unless one is stored already; the stored one."""
+    stored: dict[str, Any] = await conn.fetchval(
+        """
+        UPDATE experiments SET rate_response = coalesce(rate_response, $2)
+        WHERE id = $1 RETURNING rate_response
+        """,
+        experiment_id,
+        body,
+    )
+    return stored
+
+
+async def rate_response_of(conn: Conn, experiment_id: str) -> dict[str, Any] | None:
+    stored: dict[str, Any] | None = await conn.fetchval(
+        "SELECT rate_response FROM experiments WHERE id = $1", experiment_id
+    )
+    return stored
 
 
 async def add_to_prompt_score(conn: Conn, prompt_version_id: int, ratings: list[int]) -> None:

@@ -12,6 +12,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway import jobs
 from gateway.adapters import job_queue
@@ -299,6 +303,46 @@ async def test_twenty_concurrent_identical_ratings_count_one_sample(
     async with db_pool.acquire() as conn:
         assert await conn.fetchval("SELECT samples FROM training_counters") == 1
         assert await conn.fetchval("SELECT count(*) FROM ml.observations") == 2
+
+
+def slow_updates(ml_url: str, seconds: float) -> Starlette:
+    """The ML service behind a proxy that holds every ``/ml/update_model`` for ``seconds``."""
+
+    async def forward(request: Request) -> Response:
+        if request.url.path == "/ml/update_model":
+            await asyncio.sleep(seconds)
+        async with httpx.AsyncClient(base_url=ml_url, timeout=60) as upstream:
+            answer = await upstream.request(
+                request.method,
+                request.url.path,
+                params=request.query_params,
+                headers={k: v for k, v in request.headers.items() if k != "host"},
+                content=await request.body(),
+            )
+        return Response(answer.content, answer.status_code, media_type="application/json")
+
+    return Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST", "DELETE"])])
+
+
+async def test_identical_ratings_sent_while_the_first_is_delivered_get_its_answer(
+    settings: Settings, trainer_token: str, ml_url: str
+) -> None:
+    """The first of identical submissions answers once its ML update is delivered; the others,
+    concurrent or later, get that very answer (not one computed before delivery)."""
+    async with serve(slow_updates(ml_url, 0.5)) as slow:
+        async for client in _gateway(
+            settings, trainer_token, 60, ml_service_url=slow, ml_delivery_timeout=5.0
+        ):
+            body = (await upload(client)).json()
+            responses = await asyncio.gather(
+                *(client.post("/api/train/rate", json=ratings_for(body)) for _ in range(20))
+            )
+            assert [r.status_code for r in responses] == [200] * 20
+            answers = {r.text for r in responses}
+            assert len(answers) == 1, answers
+            assert responses[0].json()["ml_updated"] is True
+            later = await client.post("/api/train/rate", json=ratings_for(body))
+            assert later.text in answers
 
 
 async def test_thirty_concurrent_ratings_open_exactly_three_evolution_rounds(
