@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     upload_max_pixels: int = Field(default=40_000_000, gt=0)
     json_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    # the largest rendered image downloaded from an image API's URL
+    download_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     phase_1_target: int = Field(default=50, ge=1)
     session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
     login_max_failures: int = Field(default=5, ge=1)

@@ -22,11 +22,14 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on 127.0.0.1 (``port`` or a free one); yield its base URL."""
+async def serve(
+    app: ASGIApp, port: int | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn on ``host`` (a loopback address) and ``port`` (or a free one);
+    yield its base URL."""
     port = port or free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
+        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -35,7 +38,7 @@ async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         await task

@@ -26,14 +26,25 @@ class DecodedImage:
     height: int
 
 
-def decode_image(data: bytes, upstream: str) -> DecodedImage:
-    """Check that ``data`` is a whole PNG/JPEG/WebP image and read its type and size.
+def decode_image(data: bytes, upstream: str, *, max_pixels: int | None = None) -> DecodedImage:
+    """Check that ``data`` is a whole PNG/JPEG/WebP image of at most ``max_pixels`` (read from
+    the header, before anything is decoded) and read its type and size.
 
     Raises:
-        UpstreamError: The bytes are not such an image (truncated, another format, a bomb).
+        UpstreamError: The bytes are not such an image (truncated, another format, a bomb;
+            ``upstream_image_too_large`` over ``max_pixels``).
     """
     try:
         with Image.open(io.BytesIO(data), formats=list(_FORMATS)) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise UpstreamError(
+                    f"{upstream} returned an image of {width}x{height} pixels, more than"
+                    f" {max_pixels}",
+                    upstream=upstream,
+                    code="upstream_image_too_large",
+                    details={"width": width, "height": height, "max_pixels": max_pixels},
+                )
             image.load()  # a truncated download fails here, not later in a thumbnailer
             fmt = image.format or ""
             width, height = image.size

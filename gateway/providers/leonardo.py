@@ -19,6 +19,12 @@ from urllib.parse import quote
 import httpx
 
 from gateway.providers.base import ProviderName, RenderRequest, RenderResult
+from gateway.providers.fetch import (
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_MAX_PIXELS,
+    UrlGuard,
+    download,
+)
 from gateway.providers.http import Clock, Sleep, UpstreamHttp, json_object, poll_schedule
 from gateway.providers.images import decode_image, fit_within
 from shared.errors import InvalidInput, UpstreamError, UpstreamTimeout
@@ -67,6 +73,8 @@ class LeonardoProvider:
         controlnet_preprocessor_id: int,
         deadline_seconds: float,
         poll_interval: float,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -79,11 +87,17 @@ class LeonardoProvider:
             controlnet_preprocessor_id: ControlNet preprocessor matching the model's family.
             deadline_seconds: Longest a whole render may take before ``UpstreamTimeout``.
             poll_interval: First wait between status polls; doubles up to 10 s.
+            max_download_bytes: Largest rendered image downloaded.
+            max_pixels: Largest rendered image (from its header) accepted.
             sleep: Awaited for every wait (tests pass a recorder).
             clock: Monotonic seconds for the deadline (tests pass a fake advanced by ``sleep``).
         """
         self._api = api
         self._downloads = downloads
+        # the URLs Leonardo answers with (upload, result) go where the guard lets them
+        self._guard = UrlGuard(UPSTREAM, [api.base_url.host])
+        self._max_download_bytes = max_download_bytes
+        self._max_pixels = max_pixels
         self._model_id = model_id
         self._preprocessor_id = controlnet_preprocessor_id
         self._deadline_seconds = deadline_seconds
@@ -110,10 +124,17 @@ class LeonardoProvider:
         generation_id, cost = await self._start_generation(request, init.id, deadline)
         log.info("leonardo generation started", extra={"generation_id": generation_id})
         url = await self._wait_until_complete(generation_id, deadline)
-        response = await self._http.request(self._downloads, "GET", url, deadline=deadline)
-        image = decode_image(response.content, UPSTREAM)
+        data = await download(
+            self._downloads,
+            url,
+            guard=self._guard,
+            max_bytes=self._max_download_bytes,
+            deadline=deadline,
+            clock=self._clock,
+        )
+        image = decode_image(data, UPSTREAM, max_pixels=self._max_pixels)
         return RenderResult(
-            image=response.content,
+            image=data,
             content_type=image.content_type,
             width=image.width,
             height=image.height,
@@ -148,6 +169,7 @@ class LeonardoProvider:
     async def _upload(
         self, init: _InitImage, request: RenderRequest, extension: str, deadline: float
     ) -> None:
+        await self._guard.check(init.url)
         # httpx writes ``data`` before ``files``: S3 ignores form fields after the file.
         response = await self._http.request(
             self._downloads,

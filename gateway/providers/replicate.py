@@ -18,6 +18,12 @@ from urllib.parse import quote
 import httpx
 
 from gateway.providers.base import ProviderName, RenderRequest, RenderResult
+from gateway.providers.fetch import (
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_MAX_PIXELS,
+    UrlGuard,
+    download,
+)
 from gateway.providers.http import Clock, Sleep, UpstreamHttp, json_object, poll_schedule
 from gateway.providers.images import decode_image, from_data_uri, is_data_uri, to_data_uri
 from shared.errors import InvalidInput, LatinaError, UpstreamError, UpstreamTimeout
@@ -54,6 +60,8 @@ class ReplicateProvider:
         deadline_seconds: float,
         poll_interval: float,
         controlnet_input: str | None,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -68,6 +76,8 @@ class ReplicateProvider:
             poll_interval: First wait between status polls; doubles up to 10 s.
             controlnet_input: The model's input name for ``controlnet_conditioning_scale``;
                 None leaves the scale out.
+            max_download_bytes: Largest output downloaded (or carried as a data URI).
+            max_pixels: Largest output image (from its header) accepted.
             sleep: Awaited for every wait (tests pass a recorder).
             clock: Monotonic seconds for the deadline (tests pass a fake advanced by ``sleep``).
 
@@ -84,6 +94,10 @@ class ReplicateProvider:
         )
         self._api = api
         self._downloads = downloads
+        # output URLs go where the guard lets them
+        self._guard = UrlGuard(UPSTREAM, [api.base_url.host])
+        self._max_download_bytes = max_download_bytes
+        self._max_pixels = max_pixels
         self._wait_seconds = self._fit_wait(wait_seconds, api.timeout.read)
         self._deadline_seconds = deadline_seconds
         self._poll_interval = poll_interval
@@ -131,7 +145,7 @@ class ReplicateProvider:
                 details={"prediction_id": prediction_id},
             )
         data = await self._fetch_output(prediction.get("output"), deadline)
-        image = decode_image(data, UPSTREAM)
+        image = decode_image(data, UPSTREAM, max_pixels=self._max_pixels)
         metrics = prediction.get("metrics")
         predict_time = metrics.get("predict_time") if isinstance(metrics, dict) else None
         return RenderResult(
@@ -212,10 +226,23 @@ class ReplicateProvider:
                 "replicate prediction succeeded without an output", upstream=UPSTREAM
             )
         if is_data_uri(uri):
-            return from_data_uri(uri, UPSTREAM)
+            data = from_data_uri(uri, UPSTREAM)
+            if len(data) > self._max_download_bytes:
+                raise UpstreamError(
+                    f"replicate returned more than {self._max_download_bytes} bytes",
+                    upstream=UPSTREAM,
+                    code="upstream_too_large",
+                )
+            return data
         if not uri.lower().startswith(("https://", "http://")):
             raise UpstreamError(
                 "replicate output is neither a URL nor a data URI", upstream=UPSTREAM
             )
-        response = await self._http.request(self._downloads, "GET", uri, deadline=deadline)
-        return response.content
+        return await download(
+            self._downloads,
+            uri,
+            guard=self._guard,
+            max_bytes=self._max_download_bytes,
+            deadline=deadline,
+            clock=self._clock,
+        )

@@ -39,6 +39,8 @@ def build_providers(settings: Settings, clients: ProviderClients) -> dict[str, I
             controlnet_preprocessor_id=settings.leonardo_controlnet_preprocessor_id,
             deadline_seconds=settings.leonardo_deadline_seconds,
             poll_interval=settings.leonardo_poll_interval,
+            max_download_bytes=settings.download_max_bytes,
+            max_pixels=settings.upload_max_pixels,
         )
     stable_diffusion: ImageProvider = local
     if settings.replicate_api_token:
@@ -50,5 +52,7 @@ def build_providers(settings: Settings, clients: ProviderClients) -> dict[str, I
             deadline_seconds=settings.replicate_deadline_seconds,
             poll_interval=settings.replicate_poll_interval,
             controlnet_input=settings.replicate_controlnet_input,
+            max_download_bytes=settings.download_max_bytes,
+            max_pixels=settings.upload_max_pixels,
         )
     return {"leonardo": leonardo, "stable_diffusion": stable_diffusion}

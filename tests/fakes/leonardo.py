@@ -74,6 +74,9 @@ class FakeLeonardo(FakeApi):
         self.upload_expires = upload_expires
         self.max_upload_bytes = max_upload_bytes
         self.init_images: dict[str, str] = {}
+        # where the answers point, when a test makes Leonardo hostile (default: S3, this fake)
+        self.upload_url: str | None = None
+        self.cdn_base: str | None = None
         self.generations: dict[str, Generation] = {}
         self.images: dict[str, bytes] = {}
         self._bucket_ready = False
@@ -127,7 +130,7 @@ class FakeLeonardo(FakeApi):
             {
                 "uploadInitImage": {
                     "id": init_id,
-                    "url": post["url"],
+                    "url": self.upload_url or post["url"],
                     "fields": json.dumps(post["fields"]),  # a JSON string, as Leonardo does
                     "key": key,
                 }
@@ -173,7 +176,8 @@ class FakeLeonardo(FakeApi):
             status = "COMPLETE"
         images = []
         if status == "COMPLETE":
-            url = f"{str(request.base_url).rstrip('/')}/cdn/{generation.image_name}"
+            base = self.cdn_base or str(request.base_url).rstrip("/")
+            url = f"{base}/cdn/{generation.image_name}"
             images = [{"id": str(uuid.uuid4()), "url": url, "nsfw": False}]
         asked = generation.request
         return JSONResponse(

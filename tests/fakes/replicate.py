@@ -72,6 +72,7 @@ class FakeReplicate(FakeApi):
         self.processing_seconds = processing_seconds
         self.polls_before_success = polls_before_success
         self.output_as = output_as
+        self.output_base: str | None = None  # where output URLs point (default: this fake)
         self.output_list = output_list
         self.fail_with = fail_with
         self.predictions: dict[str, Prediction] = {}
@@ -175,7 +176,7 @@ class FakeReplicate(FakeApi):
         output: Any = None
         if prediction.status == "succeeded":
             if self.output_as == "url":
-                uri = f"{base}/files/{prediction.id}.png"
+                uri = f"{self.output_base or base}/files/{prediction.id}.png"
             else:
                 uri = "data:image/png;base64," + base64.b64encode(prediction.image).decode()
             output = [uri] if self.output_list else uri

@@ -10,6 +10,10 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.providers.base import RenderRequest
 from gateway.providers.leonardo import LeonardoProvider
@@ -301,3 +305,24 @@ async def test_unreachable_api_raises_upstream_unavailable_after_retries(leo: Ha
 
     assert info.value.upstream == "leonardo"
     assert leo.clock.sleeps == [0.5, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("where", ["upload", "result"])
+async def test_leonardo_urls_at_another_loopback_address_are_never_requested(
+    leo: Harness, where: str
+) -> None:
+    seen: list[str] = []
+
+    async def anything(request: Request) -> Response:
+        seen.append(request.url.path)
+        return Response(b"", status_code=204)
+
+    async with serve(Starlette(routes=[Route("/{path:path}", anything)]), host="127.0.0.2") as bad:
+        if where == "upload":
+            leo.fake.upload_url = f"{bad}/upload"
+        else:
+            leo.fake.cdn_base = bad
+        with pytest.raises(UpstreamError) as refused:
+            await leo.provider().render(render_request())
+    assert refused.value.code == "upstream_bad_url"
+    assert seen == []
