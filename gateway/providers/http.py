@@ -32,6 +32,12 @@ Clock = Callable[[], float]
 
 POLL_CAP_SECONDS = 10.0
 _S3_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.DOTALL)
+MESSAGE_LIMIT = 200
+# API keys and tokens as the upstreams write them (OpenAI sk-, Replicate r8_, ours lat_), bearer
+# credentials, and long unbroken runs of key-like characters
+_SECRET = re.compile(
+    r"(?i)\b(?:bearer\s+\S+|(?:sk|r8|lat)[-_][A-Za-z0-9_-]{8,}|[A-Za-z0-9+/_-]{32,})"
+)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -53,7 +59,10 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def describe(response: httpx.Response, keys: tuple[str, ...]) -> str:
-    """The upstream's own words for a failed response, short enough for a log line."""
+    """The upstream's own words for a failed response, as a trainer may see them: the message
+    under one of ``keys`` of a JSON body (or S3's XML ``Message``), at most ``MESSAGE_LIMIT``
+    characters, one line, anything shaped like a key or token redacted. Never the raw body,
+    which may echo headers or configuration: then only the status."""
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -61,13 +70,18 @@ def describe(response: httpx.Response, keys: tuple[str, ...]) -> str:
     if isinstance(body, dict):
         for key in keys:
             value = body.get(key)
-            if isinstance(value, str) and value:
-                return value[:300]
-    text = response.text
-    match = _S3_MESSAGE.search(text)  # presigned S3 URLs answer in XML
-    if match:
-        return match.group(1)[:300]
-    return text.strip()[:300] or f"HTTP {response.status_code}"
+            if isinstance(value, str) and value.strip():
+                return _safe(value)
+    match = _S3_MESSAGE.search(response.text)  # presigned S3 URLs answer in XML
+    if match and match.group(1).strip():
+        return _safe(match.group(1))
+    return f"HTTP {response.status_code}"
+
+
+def _safe(text: str) -> str:
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    one_line = " ".join(printable.split())
+    return _SECRET.sub("[redacted]", one_line)[:MESSAGE_LIMIT]
 
 
 @dataclass(frozen=True)
