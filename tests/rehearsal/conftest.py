@@ -123,7 +123,11 @@ def ml_image(
         runtime_python[0],
         into=tmp_path_factory.mktemp("ml") / "image",
     )
-    how = "cached" if root.cached else f"installed in {root.install_seconds:.0f} s"
+    how = (
+        "from the cache in .venv/rehearsal/"
+        if root.cached
+        else f"installed in {root.install_seconds:.0f} s"
+    )
     REPORT["ml_image"] = f"ML image's task root from infra/Dockerfile.ml: packages {how}"
     return root
 
