@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -12,6 +13,7 @@ from gateway.errors import NotReady, StorageError
 from gateway.state import gateway_state
 
 READINESS_TIMEOUT = 2.0
+log = logging.getLogger("latina.ops")
 
 
 async def healthz(request: Request) -> Response:
@@ -25,14 +27,19 @@ async def readyz(request: Request) -> Response:
             async with state.uows.read() as uow:
                 await uow.health.ping()
     except (OSError, TimeoutError, Exception) as exc:
-        raise NotReady("database is not reachable", details={"database": str(exc)}) from exc
+        # which dependency, not its exception text (hosts, users): that goes to the log
+        log.warning("not ready: database: %s", exc)
+        raise NotReady("database is not reachable", details={"database": "unreachable"}) from exc
     checks = {"database": "ok"}
     try:
         async with asyncio.timeout(READINESS_TIMEOUT):
             await state.store.ping()
         checks["object_store"] = "ok"
     except (StorageError, TimeoutError) as exc:
-        raise NotReady("object store is not reachable", details={"object_store": str(exc)}) from exc
+        log.warning("not ready: object store: %s", exc)
+        raise NotReady(
+            "object store is not reachable", details={"object_store": "unreachable"}
+        ) from exc
     return JSONResponse({"status": "ready", "checks": checks})
 
 

@@ -3,6 +3,7 @@ process holds and its GP queue."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +14,8 @@ from ml_service.optimizer.suggestion_work import SuggestionWork
 from ml_service.repositories import observations as observations_repo
 from shared.errors import DatabaseUnavailable
 from shared.wire.ml import GPState, HealthResponse
+
+log = logging.getLogger("latina.ml.health")
 
 
 async def service_health(
@@ -25,7 +28,9 @@ async def service_health(
         async with pool.acquire() as conn:
             counts = await observations_repo.total_observations(conn)
     except (DatabaseUnavailable, OSError) as exc:
-        database = f"unreachable: {exc}"
+        # the reason goes to the log only: its text names hosts and users
+        log.warning("health: database unreachable: %s", exc)
+        database = "unreachable"
     return HealthResponse(
         status="ok" if database == "ok" else "degraded",
         service="latina-ml",

@@ -32,6 +32,21 @@ async def test_health_needs_no_token_and_reports_the_database(
     assert body["apis"] == ["leonardo", "stable_diffusion"]
 
 
+async def test_health_says_the_database_is_down_without_naming_it(settings: Settings) -> None:
+    nowhere = "postgresql://secret-user:secret-pw@127.0.0.1:9/secret_db"
+    app = create_app(settings.model_copy(update={"database_url": nowhere}))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://ml") as client:
+            response = await client.get("/ml/health")
+    finally:
+        await app.state.resources.close()
+    assert response.status_code == 503  # degraded: a load balancer takes it out
+    assert response.json()["status"] == "degraded"
+    assert response.json()["database"] == "unreachable"
+    assert "secret" not in response.text and "127.0.0.1" not in response.text
+
+
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token", "Basic abc", f"Token {ML_TOKEN}"])
 async def test_other_routes_refuse_a_missing_or_wrong_token(
     ml_client: httpx.AsyncClient, header: str | None
