@@ -6,13 +6,14 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from gateway.flows import accounts
 from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.repositories.users import Role
-from shared.cli import run_or_exit, settings_or_exit
+from shared.cli import password_or_ask, run_or_exit, settings_or_exit
 from shared.db.embedded import resolve_database_url
 from shared.db.migrations import apply_migrations
 from shared.db.pool import connect, create_pool
@@ -77,7 +78,11 @@ def users_create(
     name: Annotated[str, typer.Argument(help="login name: letters, digits, . _ @ -")],
     role: Annotated[str, typer.Option(help="trainer or admin")] = "trainer",
     password: Annotated[
-        str | None, typer.Option(help="password for the browser login (stored as argon2)")
+        str | None,
+        typer.Option(
+            help="password for the browser login (stored as argon2); --password alone asks"
+            " for it, hidden, so it stays out of the shell's history"
+        ),
     ] = None,
 ) -> None:
     """Create a user and print a new API token once (only its hash is stored)."""
@@ -85,6 +90,7 @@ def users_create(
         typer.secho("error: --role must be trainer or admin", fg="red", err=True)
         raise typer.Exit(2)
     chosen: Role = "admin" if role == "admin" else "trainer"
+    password = password_or_ask(password)
 
     async def work(settings: Settings) -> str:
         _, token = await _with_uows(
@@ -105,7 +111,9 @@ def users_password(
     ] = None,
 ) -> None:
     """Set or reset a user's password for the browser login (/login)."""
-    chosen = password or typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    chosen = password_or_ask(password) or typer.prompt(
+        "new password", hide_input=True, confirmation_prompt=True
+    )
     run_or_exit(lambda s: _with_uows(s, lambda uows: accounts.set_password(uows, name, chosen)))
     typer.echo(f"password of {name!r} set")
 
@@ -135,12 +143,22 @@ def users_list() -> None:
         typer.echo(f"{user.id:>4}  {user.name:<24} {user.role}{state}")
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 @app.command("settings")
 def showsettings_or_exit() -> None:
     """Print the settings in force (secrets masked)."""
     settings = settings_or_exit()
     for key, value in settings.model_dump().items():
         shown = "***" if key in _SECRET_FIELDS and value else value
+        if key == "database_url" and value:
+            shown = _without_password(value)
         typer.echo(f"{key.upper()}={'' if shown is None else shown}")
 
 

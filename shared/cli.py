@@ -34,3 +34,27 @@ def run_or_exit(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
         if exc.hint:
             typer.secho(f"hint: {exc.hint}", err=True)
         raise typer.Exit(1) from exc
+
+
+# ``--password`` given without a value (last, or followed by another option) becomes this, and
+# the command asks for the password, hidden: it stays out of the shell's history. (Typer's
+# parser has no optional option values.)
+ASK_PASSWORD = "\0ask"  # noqa: S105 (a marker, not a password)
+
+
+def with_password_questions(argv: list[str]) -> list[str]:
+    """``argv`` with every bare ``--password`` given ``ASK_PASSWORD`` as its value."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--password" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(ASK_PASSWORD)
+    return out
+
+
+def password_or_ask(given: str | None) -> str | None:
+    """The password given, or asked for (hidden, twice) when ``--password`` came bare."""
+    if given != ASK_PASSWORD:
+        return given
+    asked: str = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    return asked

@@ -15,7 +15,9 @@ from gateway.flows.accounts import authenticate_token
 from gateway.flows.unit_of_work import UnitOfWorkFactory
 
 
-def latina(*args: str, database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def latina(
+    *args: str, database_url: str, data_dir: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -26,6 +28,7 @@ def latina(*args: str, database_url: str, data_dir: Path) -> subprocess.Complete
     return subprocess.run(
         [sys.executable, "-m", "latina_cli", *args],
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
@@ -151,3 +154,34 @@ async def test_ml_train_reward_without_data_says_why(database_url: str, tmp_path
     result = latina("ml", "train-reward", database_url=database_url, data_dir=tmp_path)
     assert result.returncode == 1
     assert "cannot train the reward model yet" in result.stderr
+
+
+async def test_a_password_flag_without_a_value_is_asked_for_hidden(
+    database_url: str, db_pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    """So a password need not be in the shell's history."""
+    created = latina(
+        "users",
+        "create",
+        "bea",
+        "--password",
+        database_url=database_url,
+        data_dir=tmp_path,
+        stdin="typed-password\ntyped-password\n",
+    )
+    assert created.returncode == 0, created.stderr
+    assert "typed-password" not in created.stdout  # hidden: not echoed
+    async with db_pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT password_hash FROM users WHERE name = 'bea'")
+    assert PasswordHasher().verify(stored, "typed-password")
+
+
+def test_settings_mask_the_database_password(tmp_path: Path) -> None:
+    shown = latina(
+        "settings",
+        database_url="postgresql://latina:hunter2-secret@db.internal:5432/latina",
+        data_dir=tmp_path,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "hunter2-secret" not in shown.stdout
+    assert "DATABASE_URL=postgresql://latina:***@db.internal:5432/latina" in shown.stdout
