@@ -18,7 +18,7 @@ from gateway.domain.schedule import (
     phase_1_complete,
     reward_retrain_due,
 )
-from gateway.errors import Conflict, NotFound, UpstreamError
+from gateway.errors import Conflict, Forbidden, NotFound, UpstreamError
 from gateway.flows.evolution import (
     WAITING,
     decide_ab_test,
@@ -76,6 +76,12 @@ async def record_ratings(
         experiment = await uow.experiments.lock_experiment(request.experiment_id)
         if experiment is None:
             raise NotFound(f"no experiment {request.experiment_id!r}", code="experiment_not_found")
+        if experiment.created_by != user.id and not user.has_role("admin"):
+            # one trainer cannot rate, and so steer the A/B test with, another's samples
+            raise Forbidden(
+                "only the trainer who uploaded this image (or an admin) can rate it",
+                code="not_your_experiment",
+            )
         options = await uow.experiments.options_of(experiment.id)
         check_against(given, {o.option: o.image_id for o in options})
         if experiment.sample_number is not None:

@@ -52,6 +52,7 @@ class ExperimentRow:
     sample_number: int | None
     rate_response: dict[str, Any] | None
     created_at: datetime
+    created_by: int | None = None
 
 
 async def insert_image(conn: Conn, image: NewImage, parent_id: int | None, user_id: int) -> int:
@@ -131,7 +132,7 @@ async def lock_experiment(conn: Conn, experiment_id: str) -> ExperimentRow | Non
     row = await conn.fetchrow(
         """
         SELECT e.id, e.project_id, e.prompt_version_id, v.version AS prompt_version,
-               e.sample_number, e.rate_response, e.created_at
+               e.sample_number, e.rate_response, e.created_at, e.created_by
         FROM experiments e JOIN prompt_versions v ON v.id = e.prompt_version_id
         WHERE e.id = $1
         FOR UPDATE OF e

@@ -21,6 +21,7 @@ from gateway import jobs
 from gateway.adapters import job_queue
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.app import create_app
+from gateway.flows import accounts
 from gateway.flows.pictures import Pictures
 from gateway.flows.unit_of_work import UnitOfWorkFactory
 from ml_service.app import create_app as create_ml
@@ -668,3 +669,23 @@ async def test_active_learning_renders_candidates_and_shows_the_best_and_most_un
                 )
             ).json()
             assert forced["mode"] == "ab"
+
+
+async def test_a_trainer_rates_only_their_own_uploads_and_an_admin_any(
+    client: httpx.AsyncClient,
+    db_pool: asyncpg.Pool[Any],
+    settings: Settings,
+    admin_token: str,
+    ml_url: str,
+) -> None:
+    """One trainer cannot rate (or steer the A/B test with) another's samples."""
+    body = (await upload(client)).json()
+    _, other = await accounts.create_user(UnitOfWorkFactory(db_pool), "otto", "trainer")
+    async for as_otto in _gateway(settings, other, 60, ml_service_url=ml_url):
+        refused = await as_otto.post("/api/train/rate", json=ratings_for(body))
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "not_your_experiment"
+    assert await count(db_pool, "enhancement_ratings") == 0
+    async for as_admin in _gateway(settings, admin_token, 60, ml_service_url=ml_url):
+        rated = await as_admin.post("/api/train/rate", json=ratings_for(body))
+        assert rated.status_code == 200, rated.text
