@@ -8,7 +8,7 @@ import typer
 import uvicorn
 
 from shared.cli import run_or_exit, settings_or_exit
-from shared.settings import Settings
+from shared.settings import DEV_ML_SERVICE_TOKEN, Settings, is_loopback
 from shared.wire.ml import RewardTrainResponse
 
 app = typer.Typer(help="The ML service.", no_args_is_help=True)
@@ -21,10 +21,19 @@ def serve(
 ) -> None:
     """Run the ML service with uvicorn (what `make run` starts on 8001)."""
     settings = settings_or_exit()
+    bind = host or settings.ml_host
+    if not is_loopback(bind) and settings.ml_service_token == DEV_ML_SERVICE_TOKEN:
+        typer.secho(
+            f"error: --host {bind} is reachable from other machines: set ML_SERVICE_TOKEN"
+            " (the development token is public)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
     uvicorn.run(
         "ml_service.app:app_from_environment",
         factory=True,
-        host=host or settings.ml_host,
+        host=bind,
         port=port or settings.ml_port,
         access_log=False,
         timeout_graceful_shutdown=5,

@@ -6,6 +6,7 @@ settings table; ``latina settings`` prints the values in force.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Secrets that have a development default. In production each must be set to something else.
 DEV_SECRET_KEY = "latina-dev-secret-key-change-me"  # noqa: S105 (refused in production)
 DEV_ML_SERVICE_TOKEN = "latina-dev-ml-token"  # noqa: S105 (refused in production)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a service on this machine (an empty host or ``0.0.0.0``
+    binds every interface)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 class SettingsError(ValueError):
@@ -161,6 +173,25 @@ class Settings(BaseSettings):
             problems.append("DATABASE_URL must be set (the embedded database is for local mode)")
         if problems:
             raise SettingsError("production settings refused: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _dev_secrets_stay_on_loopback(self) -> Settings:
+        """A service reachable from other machines must not run on a secret everyone knows,
+        in local mode too."""
+        problems = []
+        if not is_loopback(self.gateway_host) and self.latina_secret_key == DEV_SECRET_KEY:
+            problems.append(
+                f"GATEWAY_HOST={self.gateway_host} is reachable from other machines: set"
+                " LATINA_SECRET_KEY (the development key signs sessions anyone could forge)"
+            )
+        if not is_loopback(self.ml_host) and self.ml_service_token == DEV_ML_SERVICE_TOKEN:
+            problems.append(
+                f"ML_HOST={self.ml_host} is reachable from other machines: set"
+                " ML_SERVICE_TOKEN (the development token is public)"
+            )
+        if problems:
+            raise SettingsError("settings refused: " + "; ".join(problems))
         return self
 
     @property

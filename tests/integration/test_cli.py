@@ -185,3 +185,16 @@ def test_settings_mask_the_database_password(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "hunter2-secret" not in shown.stdout
     assert "DATABASE_URL=postgresql://latina:***@db.internal:5432/latina" in shown.stdout
+
+
+def test_the_ml_service_refuses_to_serve_beyond_loopback_on_the_dev_token(tmp_path: Path) -> None:
+    served = latina(
+        "ml",
+        "serve",
+        "--host",
+        "0.0.0.0",  # noqa: S104 (what is refused)
+        database_url="postgresql://127.0.0.1:9/nothing",
+        data_dir=tmp_path,
+    )
+    assert served.returncode == 2
+    assert "ML_SERVICE_TOKEN" in served.stderr

@@ -62,3 +62,35 @@ def test_signed_urls_must_live_at_least_an_hour(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OBJECT_URL_TTL_SECONDS", "60")
     with pytest.raises(ValidationError, match="object_url_ttl_seconds"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "host", "refused"),
+    [
+        ("GATEWAY_HOST", "0.0.0.0", "LATINA_SECRET_KEY"),  # noqa: S104 (what is refused)
+        ("GATEWAY_HOST", "192.168.1.20", "LATINA_SECRET_KEY"),
+        ("ML_HOST", "0.0.0.0", "ML_SERVICE_TOKEN"),  # noqa: S104
+        ("ML_HOST", "::", "ML_SERVICE_TOKEN"),
+    ],
+)
+def test_dev_secrets_are_refused_when_a_service_binds_beyond_loopback(
+    monkeypatch: pytest.MonkeyPatch, name: str, host: str, refused: str
+) -> None:
+    monkeypatch.setenv(name, host)
+    with pytest.raises(ValidationError, match=f"{name}={host}.*{refused}"):
+        Settings()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.5"])
+def test_dev_secrets_are_fine_on_loopback(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("GATEWAY_HOST", host)
+    monkeypatch.setenv("ML_HOST", host)
+    assert Settings().gateway_host == host
+
+
+def test_real_secrets_may_bind_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_HOST", "0.0.0.0")  # noqa: S104
+    monkeypatch.setenv("ML_HOST", "0.0.0.0")  # noqa: S104
+    monkeypatch.setenv("LATINA_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("ML_SERVICE_TOKEN", "t" * 30)
+    assert Settings().ml_host == "0.0.0.0"  # noqa: S104
