@@ -33,6 +33,7 @@ _SECRET_FIELDS = {
     "leonardo_api_key",
     "replicate_api_token",
     "openai_api_key",
+    "metrics_token",
 }
 
 

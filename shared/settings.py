@@ -55,6 +55,8 @@ class Settings(BaseSettings):
 
     # --- gateway
     gateway_host: str = "127.0.0.1"
+    # /metrics: unset, served to loopback callers only; set, to callers bearing this token
+    metrics_token: str | None = None
     gateway_port: int = 8000
     public_base_url: str | None = None
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)

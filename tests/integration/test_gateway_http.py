@@ -240,3 +240,25 @@ async def test_local_object_is_served_only_through_its_signed_url(
     assert_error_shape(tampered, 403)
     assert_error_shape(unsigned, 403)
     assert traversal.status_code in (403, 404, 422)
+
+
+async def _metrics(settings: Settings, client_host: str, **headers: str) -> httpx.Response:
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, client=(client_host, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.get("/metrics", headers=headers)
+
+
+async def test_metrics_are_served_to_loopback_only_without_a_token(settings: Settings) -> None:
+    assert (await _metrics(settings, "127.0.0.1")).status_code == 200
+    refused = await _metrics(settings, "203.0.113.9")
+    assert_error_shape(refused, 403, "forbidden")
+
+
+async def test_metrics_with_a_token_need_it_from_anywhere(settings: Settings) -> None:
+    guarded = settings.model_copy(update={"metrics_token": "m" * 32})
+    assert (await _metrics(guarded, "203.0.113.9")).status_code == 403
+    assert (await _metrics(guarded, "127.0.0.1")).status_code == 403
+    allowed = await _metrics(guarded, "203.0.113.9", authorization="Bearer " + "m" * 32)
+    assert allowed.status_code == 200 and "latina_gateway_http_requests_total" in allowed.text
