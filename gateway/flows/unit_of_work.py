@@ -141,8 +141,8 @@ class Users(_View):
     get_user_by_id = _bound(users.get_user_by_id)
     set_password_hash = _bound(users.set_password_hash)
     password_hash_of = _bound(users.password_hash_of)
-    record_login = _bound(users.record_login)
-    recent_failures = _bound(users.recent_failures)
+    reserve_login_attempt = _bound(users.reserve_login_attempt)
+    mark_login_succeeded = _bound(users.mark_login_succeeded)
 
 
 class Health(_View):

@@ -139,13 +139,32 @@ async def password_hash_of(conn: Conn, name: str) -> tuple[User, str | None] | N
     return (_user(row), row["password_hash"]) if row else None
 
 
-async def record_login(conn: Conn, name: str, client: str, succeeded: bool) -> None:
+async def reserve_login_attempt(
+    conn: Conn, name: str, client: str, window_seconds: float, max_failures: int
+) -> int | None:
+    """Count this attempt as a failure before the password is checked, unless the account or
+    the client already failed ``max_failures`` times in the window (then None). Inside the
+    caller's transaction, under advisory locks on the account and the client (taken in that
+    order), so concurrent attempts count one after another and cannot pass the limit together.
+    ``mark_login_succeeded`` turns the reservation into a success."""
     await conn.execute(
-        "INSERT INTO login_attempts (name, client, succeeded) VALUES ($1, $2, $3)",
+        "SELECT pg_advisory_xact_lock(hashtext('login-name:' || $1)),"
+        " pg_advisory_xact_lock(hashtext('login-client:' || $2))",
         name[:200],
         client,
-        succeeded,
     )
+    if await recent_failures(conn, name, client, window_seconds) >= max_failures:
+        return None
+    attempt: int = await conn.fetchval(
+        "INSERT INTO login_attempts (name, client, succeeded) VALUES ($1, $2, false) RETURNING id",
+        name[:200],
+        client,
+    )
+    return attempt
+
+
+async def mark_login_succeeded(conn: Conn, attempt_id: int) -> None:
+    await conn.execute("UPDATE login_attempts SET succeeded = true WHERE id = $1", attempt_id)
 
 
 async def recent_failures(conn: Conn, name: str, client: str, window_seconds: float) -> int:

@@ -10,6 +10,7 @@ every gateway.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from urllib.parse import quote, urlencode
@@ -67,15 +68,21 @@ async def login_submit(request: Request) -> Response:
         return _back_to_login("csrf", next_path)
     client = _client(request)
     settings = state.settings
-    async with state.uows.read() as uow:  # each statement commits on its own, as before
-        failures = await uow.users.recent_failures(name, client, settings.login_window_seconds)
-        if failures >= settings.login_max_failures:
-            log.warning("login refused: too many failures", extra={"user": name, "client": client})
-            return _back_to_login("rate_limited", next_path)
-        found = await uow.users.password_hash_of(name) if name else None
-        user, stored = found if found else (None, None)
-        ok = _verify(stored, password) and user is not None and not user.disabled
-        await uow.users.record_login(name, client, ok)
+    async with state.uows() as uow:  # the attempt counts (as a failure) before it is checked
+        attempt = await uow.users.reserve_login_attempt(
+            name, client, settings.login_window_seconds, settings.login_max_failures
+        )
+        found = await uow.users.password_hash_of(name) if name and attempt else None
+    if attempt is None:
+        log.warning("login refused: too many failures", extra={"user": name, "client": client})
+        return _back_to_login("rate_limited", next_path)
+    user, stored = found if found else (None, None)
+    # argon2 takes tens of milliseconds of CPU: not on the event loop
+    verified = await asyncio.to_thread(_verify, stored, password)
+    ok = verified and user is not None and not user.disabled
+    if ok:
+        async with state.uows() as uow:
+            await uow.users.mark_login_succeeded(attempt)
     if not ok or user is None:
         return _back_to_login("invalid", next_path)
     request.session.clear()  # a new session on login: no fixation

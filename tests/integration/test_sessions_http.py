@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -144,6 +145,22 @@ async def test_repeated_failures_lock_the_account_for_the_window(
     async with pool.acquire() as conn:
         await conn.execute("UPDATE login_attempts SET at = at - interval '1 hour'")
     assert (await login(browser)).headers["location"] == "/train"
+
+
+async def test_concurrent_wrong_passwords_cannot_exceed_the_limit(
+    browser: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool[Any]
+) -> None:
+    token = await login_form_token(browser)
+    form = {"name": "sessy", "password": "guess", "next": "", "csrf_token": token}
+    answers = await asyncio.gather(*(browser.post("/login", data=form) for _ in range(20)))
+    tried = [a for a in answers if "error=invalid" in a.headers["location"]]
+    refused = [a for a in answers if "error=rate_limited" in a.headers["location"]]
+    # each password tried is a failure counted before the next may start
+    assert len(tried) == settings.login_max_failures
+    assert len(refused) == 20 - settings.login_max_failures
+    async with pool.acquire() as conn:
+        failed = await conn.fetchval("SELECT count(*) FROM login_attempts WHERE NOT succeeded")
+    assert failed == settings.login_max_failures
 
 
 async def test_pages_need_a_login_and_every_response_has_security_headers(
