@@ -111,7 +111,8 @@ class TokenBackend(AuthenticationBackend):
             return None
         async with state.uows.read() as uow:
             user = await uow.users.get_user_by_id(user_id)
-        if user is None or user.disabled:
+        # disabled, or the session was issued before a logout, password change or disabling
+        if user is None or user.disabled or conn.session.get("epoch") != user.session_epoch:
             conn.session.clear()
             return None
         return user

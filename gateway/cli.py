@@ -126,6 +126,20 @@ def users_token(name: str) -> None:
     typer.echo(token)
 
 
+@users_app.command("disable")
+def users_disable(name: str) -> None:
+    """Cut a user off everywhere: API tokens, browser sessions already issued, new logins."""
+    run_or_exit(lambda s: _with_uows(s, lambda uows: accounts.disable_user(uows, name)))
+    typer.echo(f"{name!r} disabled: tokens, sessions and logins refused")
+
+
+@users_app.command("enable")
+def users_enable(name: str) -> None:
+    """Let a disabled user back in (tokens work again; browsers log in anew)."""
+    run_or_exit(lambda s: _with_uows(s, lambda uows: accounts.enable_user(uows, name)))
+    typer.echo(f"{name!r} enabled")
+
+
 @users_app.command("revoke")
 def users_revoke(name: str) -> None:
     """Revoke every API token of a user."""

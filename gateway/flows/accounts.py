@@ -89,6 +89,22 @@ async def revoke_user_tokens(uows: UnitOfWorkFactory, name: str) -> int:
         return await uow.users.revoke_tokens(user.id)
 
 
+async def disable_user(uows: UnitOfWorkFactory, name: str) -> None:
+    """Cut a user off everywhere: API tokens, browser sessions already issued, new logins."""
+    async with uows() as uow:
+        found = await uow.users.set_disabled(name, True)
+    if not found:
+        raise NotFound(f"no user named {name!r}", code="user_not_found")
+
+
+async def enable_user(uows: UnitOfWorkFactory, name: str) -> None:
+    """Let a disabled user back in (their tokens work again; sessions need a new login)."""
+    async with uows() as uow:
+        found = await uow.users.set_disabled(name, False)
+    if not found:
+        raise NotFound(f"no user named {name!r}", code="user_not_found")
+
+
 async def authenticate_token(uows: UnitOfWorkFactory, token: str) -> User | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None

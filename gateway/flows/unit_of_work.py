@@ -143,6 +143,8 @@ class Users(_View):
     password_hash_of = _bound(users.password_hash_of)
     reserve_login_attempt = _bound(users.reserve_login_attempt)
     mark_login_succeeded = _bound(users.mark_login_succeeded)
+    end_sessions = _bound(users.end_sessions)
+    set_disabled = _bound(users.set_disabled)
 
 
 class Health(_View):

@@ -20,6 +20,7 @@ class User:
     role: Role
     created_at: datetime
     disabled: bool = False
+    session_epoch: int = 0  # a browser session issued under another epoch has ended
 
     def has_role(self, role: Role) -> bool:
         """Admins can do everything trainers can."""
@@ -33,13 +34,14 @@ def _user(row: asyncpg.Record) -> User:
         role=row["role"],
         created_at=row["created_at"],
         disabled=row["disabled_at"] is not None,
+        session_epoch=row["session_epoch"],
     )
 
 
 async def insert_user(conn: Conn, name: str, role: Role, password_hash: str | None) -> User:
     row = await conn.fetchrow(
         "INSERT INTO users (name, role, password_hash) VALUES ($1, $2, $3)"
-        " RETURNING id, name, role, created_at, disabled_at",
+        " RETURNING id, name, role, created_at, disabled_at, session_epoch",
         name,
         role,
         password_hash,
@@ -50,13 +52,16 @@ async def insert_user(conn: Conn, name: str, role: Role, password_hash: str | No
 
 async def get_user_by_name(conn: Conn, name: str) -> User | None:
     row = await conn.fetchrow(
-        "SELECT id, name, role, created_at, disabled_at FROM users WHERE name = $1", name
+        "SELECT id, name, role, created_at, disabled_at, session_epoch FROM users WHERE name = $1",
+        name,
     )
     return _user(row) if row else None
 
 
 async def list_users(conn: Conn) -> list[User]:
-    rows = await conn.fetch("SELECT id, name, role, created_at, disabled_at FROM users ORDER BY id")
+    rows = await conn.fetch(
+        "SELECT id, name, role, created_at, disabled_at, session_epoch FROM users ORDER BY id"
+    )
     return [_user(r) for r in rows]
 
 
@@ -90,7 +95,7 @@ async def find_user_by_token_hash(conn: Conn, token_hash: bytes) -> User | None:
         """
         WITH found AS (
             SELECT t.id AS token_id, t.last_used_at, u.id, u.name, u.role, u.created_at,
-                   u.disabled_at
+                   u.disabled_at, u.session_epoch
             FROM api_tokens t JOIN users u ON u.id = t.user_id
             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL
         ), touched AS (
@@ -100,7 +105,7 @@ async def find_user_by_token_hash(conn: Conn, token_hash: bytes) -> User | None:
                 WHERE last_used_at IS NULL
                    OR last_used_at < now() - make_interval(secs => $2))
         )
-        SELECT id, name, role, created_at, disabled_at FROM found
+        SELECT id, name, role, created_at, disabled_at, session_epoch FROM found
         """,
         token_hash,
         LAST_USED_EVERY_SECONDS,
@@ -118,22 +123,46 @@ async def revoke_tokens(conn: Conn, user_id: int) -> int:
 
 async def get_user_by_id(conn: Conn, user_id: int) -> User | None:
     row = await conn.fetchrow(
-        "SELECT id, name, role, created_at, disabled_at FROM users WHERE id = $1", user_id
+        "SELECT id, name, role, created_at, disabled_at, session_epoch FROM users WHERE id = $1",
+        user_id,
     )
     return _user(row) if row else None
 
 
 async def set_password_hash(conn: Conn, name: str, password_hash: str) -> bool:
-    """Whether a user of that name was there to update."""
+    """Whether a user of that name was there to update; every session issued before ends."""
     done = await conn.execute(
-        "UPDATE users SET password_hash = $2 WHERE name = $1", name, password_hash
+        "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1 WHERE name = $1",
+        name,
+        password_hash,
+    )
+    return str(done).split()[-1] != "0"
+
+
+async def end_sessions(conn: Conn, user_id: int) -> None:
+    """End every browser session of the user issued so far."""
+    await conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1", user_id)
+
+
+async def set_disabled(conn: Conn, name: str, disabled: bool) -> bool:
+    """Disable (tokens, sessions and logins refused; sessions end) or enable a user; whether
+    one of that name was there."""
+    done = await conn.execute(
+        """
+        UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END,
+                         session_epoch = session_epoch + CASE WHEN $2 THEN 1 ELSE 0 END
+        WHERE name = $1
+        """,
+        name,
+        disabled,
     )
     return str(done).split()[-1] != "0"
 
 
 async def password_hash_of(conn: Conn, name: str) -> tuple[User, str | None] | None:
     row = await conn.fetchrow(
-        "SELECT id, name, role, created_at, disabled_at, password_hash FROM users WHERE name = $1",
+        "SELECT id, name, role, created_at, disabled_at, session_epoch, password_hash"
+        " FROM users WHERE name = $1",
         name,
     )
     return (_user(row), row["password_hash"]) if row else None

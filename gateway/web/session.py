@@ -87,6 +87,7 @@ async def login_submit(request: Request) -> Response:
         return _back_to_login("invalid", next_path)
     request.session.clear()  # a new session on login: no fixation
     request.session["user_id"] = user.id
+    request.session["epoch"] = user.session_epoch
     csrf_token(request)
     log.info("browser login", extra={"user": user.name})
     return RedirectResponse(next_path, status_code=303)
@@ -105,5 +106,9 @@ async def logout(request: Request) -> Response:
         given = str(form.get(CSRF_FIELD) or "")
     if not csrf_matches(request, given):
         return _back_to_login("csrf", DEFAULT_NEXT)
+    user_id = request.session.get("user_id")
+    if isinstance(user_id, int):  # logging out ends the user's other sessions too
+        async with gateway_state(request).uows() as uow:
+            await uow.users.end_sessions(user_id)
     request.session.clear()
     return RedirectResponse("/login?error=logged_out", status_code=303)

@@ -127,7 +127,9 @@ async def test_invalid_observations_are_422_with_a_code(
 
 async def test_malformed_bodies_are_400_or_422(ml: tuple[httpx.AsyncClient, Starlette]) -> None:
     client, _ = ml
-    bad_json = await client.post("/ml/update_model", content=b"{nope")
+    bad_json = await client.post(
+        "/ml/update_model", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert bad_json.status_code == 400
     assert bad_json.json()["error"]["code"] == "malformed_request"
     wrong_type = await client.post("/ml/update_model", json={"observations": "all"})

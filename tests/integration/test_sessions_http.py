@@ -13,7 +13,13 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
-from gateway.flows.accounts import create_user
+from gateway.flows.accounts import (
+    create_user,
+    disable_user,
+    enable_user,
+    issue_token,
+    set_password,
+)
 from gateway.flows.unit_of_work import UnitOfWorkFactory
 from shared.db.pool import create_pool
 from shared.settings import Settings
@@ -190,3 +196,46 @@ async def test_production_cookies_are_secure(settings: Settings, pool: asyncpg.P
     async for client in _client(production, "https://gw"):
         response = await login(client, name="pat")
         assert "secure" in response.headers["set-cookie"].lower()
+
+
+async def _second_browser(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in _client(settings):
+        yield c
+
+
+async def test_logout_ends_the_users_other_sessions(
+    browser: httpx.AsyncClient, settings: Settings
+) -> None:
+    await login(browser)
+    async for other in _second_browser(settings):
+        await login(other)
+        assert (await other.get("/api/me")).status_code == 200
+        token = csrf_of(await browser.get("/train"))
+        await browser.post("/logout", data={"csrf_token": token})
+        assert (await other.get("/api/me")).status_code == 401  # a session already issued
+
+
+async def test_a_password_change_ends_every_session(
+    browser: httpx.AsyncClient, pool: asyncpg.Pool[Any]
+) -> None:
+    await login(browser)
+    assert (await browser.get("/api/me")).status_code == 200
+    await set_password(UnitOfWorkFactory(pool), "sessy", "another password 42")
+    assert (await browser.get("/api/me")).status_code == 401
+    assert (await login(browser, password="another password 42")).headers["location"] == "/train"
+
+
+async def test_disabling_a_user_cuts_tokens_sessions_and_logins(
+    browser: httpx.AsyncClient, pool: asyncpg.Pool[Any]
+) -> None:
+    uows = UnitOfWorkFactory(pool)
+    token = await issue_token(uows, "sessy")
+    await login(browser)
+    assert (await browser.get("/api/me")).status_code == 200
+    await disable_user(uows, "sessy")
+    assert (await browser.get("/api/me")).status_code == 401
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert (await browser.get("/api/me", headers=bearer)).status_code == 401
+    assert "error=invalid" in (await login(browser)).headers["location"]
+    await enable_user(uows, "sessy")
+    assert (await browser.get("/api/me", headers=bearer)).status_code == 200
