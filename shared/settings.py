@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     upload_max_pixels: int = Field(default=40_000_000, gt=0)
     json_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    # per user, on /api/enhance/train and /api/enhance (0: no limit)
+    render_rate_per_minute: int = Field(default=30, ge=0)
+    paid_renders_per_day: int = Field(default=300, ge=0)
     # the largest rendered image downloaded from an image API's URL
     download_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     phase_1_target: int = Field(default=50, ge=1)

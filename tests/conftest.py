@@ -66,6 +66,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         gateway_worker=False,
         log_format="text",
         prompt_export_dir=tmp_path / "prompt-library",
+        # tests upload faster than trainers: the limits' own tests turn them on
+        render_rate_per_minute=0,
+        paid_renders_per_day=0,
     )
 
 

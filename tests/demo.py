@@ -126,6 +126,9 @@ def local_stack(folder: Path) -> Iterator[tuple[str, str]]:
             "GATEWAY_PORT": str(gateway_port),
             "ML_PORT": str(ml_port),
             "LOG_LEVEL": "WARNING",
+            # a simulated trainer rates faster than a person: the per-user limits are off
+            "RENDER_RATE_PER_MINUTE": "0",
+            "PAID_RENDERS_PER_DAY": "0",
             # phase 2 within a demo's patience: retrain often, render a few candidates
             "REWARD_RETRAIN_EVERY": "10",
             "ACTIVE_CANDIDATES": "6",

@@ -46,17 +46,23 @@ def admin_dsn() -> Iterator[str]:
 
 
 async def create_template(admin: str) -> str:
-    name = f"latina_tpl_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    name = await create_empty_database(admin, "latina_tpl")
     migrated = await connect(with_database(admin, name))
     try:
         await apply_migrations(migrated)
     finally:
         await migrated.close()
+    return name
+
+
+async def create_empty_database(admin: str, prefix: str = "latina_e") -> str:
+    """A database with no schema at all (what a first deploy's migration starts from)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
     return name
 
 

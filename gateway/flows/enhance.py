@@ -21,6 +21,7 @@ from gateway.adapters.ml_client import MLClient, fallback_suggestion
 from gateway.domain.arms import APIS
 from gateway.domain.images import ValidatedImage
 from gateway.errors import LatinaError, UpstreamError
+from gateway.flows.limits import paid_calls, reserve_renders
 from gateway.flows.training.candidates import ToScore, reward_scores
 from gateway.flows.training.deps import TrainingDeps
 from gateway.flows.training.records import all_or_nothing, original_row, rendered_row
@@ -90,6 +91,7 @@ async def enhance(
     count = within_cost_guard(
         provider, policy.candidates if ranked else 1, policy.max_paid_candidates
     )
+    await reserve_renders(deps.uows, user, paid_calls([(provider, count)]), deps.limits)
     gate = asyncio.Semaphore(policy.concurrency)
 
     async def render_one(seed: int) -> RenderResult | LatinaError:

@@ -32,6 +32,7 @@ from gateway.repositories import (
     health,
     history,
     prompts,
+    renders,
     training,
     users,
 )
@@ -147,6 +148,11 @@ class Users(_View):
     set_disabled = _bound(users.set_disabled)
 
 
+class Renders(_View):
+    usage_of = _bound(renders.usage_of)
+    record = _bound(renders.record)
+
+
 class Health(_View):
     ping = _bound(health.ping)
 
@@ -178,6 +184,7 @@ class UnitOfWork:
     health: Health
     history: History
     prompts: Prompts
+    renders: Renders
     training: Training
     users: Users
     jobs: Jobs
@@ -199,6 +206,7 @@ class UnitOfWork:
         self.health = Health(conn)
         self.history = History(conn)
         self.prompts = Prompts(conn)
+        self.renders = Renders(conn)
         self.training = Training(conn)
         self.users = Users(conn)
         self.jobs = Jobs(conn)

@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.adapters.ml_client import HttpMLClient
 from gateway.auth import current_user
+from gateway.domain.limits import RenderLimits
 from gateway.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 from gateway.flows.enhance import EnhancePolicy, enhance
 from gateway.flows.history import training_history
@@ -65,6 +66,10 @@ def _deps(state: GatewayState) -> TrainingDeps:
         max_pixels=state.settings.upload_max_pixels,
         url_ttl=state.settings.object_url_ttl_seconds,
         ab_slot_ttl=state.settings.ab_slot_ttl_seconds,
+        limits=RenderLimits(
+            per_minute=state.settings.render_rate_per_minute,
+            paid_per_day=state.settings.paid_renders_per_day,
+        ),
         active=ActivePolicy(
             candidates=state.settings.active_candidates,
             max_paid=state.settings.active_max_paid_candidates,

@@ -347,6 +347,7 @@ async def main(quick: bool = False) -> None:
             # tests; nothing in the background competes with the measured requests
             gateway_worker=False,
             ml_delivery_retry_delay=0.0,
+            render_rate_per_minute=0,  # measured, not limited
             log_level="WARNING",
             log_format="text",
         )

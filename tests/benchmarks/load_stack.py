@@ -255,6 +255,9 @@ async def running_stack(
         gateway_port, ml_port = free_port(), free_port()
         ml_token = secrets.token_hex(16)
         chosen = {
+            # measured, not limited: the per-user render limits are off
+            "RENDER_RATE_PER_MINUTE": "0",
+            "PAID_RENDERS_PER_DAY": "0",
             "DATABASE_URL": dsn,
             "LATINA_DATA_DIR": str(home / "data"),
             "PROMPT_EXPORT_DIR": str(home / "prompt-library"),

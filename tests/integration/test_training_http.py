@@ -689,3 +689,29 @@ async def test_a_trainer_rates_only_their_own_uploads_and_an_admin_any(
     async for as_admin in _gateway(settings, admin_token, 60, ml_service_url=ml_url):
         rated = await as_admin.post("/api/train/rate", json=ratings_for(body))
         assert rated.status_code == 200, rated.text
+
+
+async def test_uploads_past_the_per_minute_limit_are_429_with_retry_after(
+    settings: Settings, trainer_token: str, ml_url: str, db_pool: asyncpg.Pool[Any]
+) -> None:
+    async for client in _gateway(
+        settings, trainer_token, 60, ml_service_url=ml_url, render_rate_per_minute=2
+    ):
+        assert (await upload(client)).status_code == 201
+        assert (await upload(client)).status_code == 201
+        third = await upload(client)
+        assert third.status_code == 429, third.text
+        assert third.json()["error"]["code"] == "render_rate_limited"
+        assert 1 <= int(third.headers["retry-after"]) <= 60
+        # nothing of the refused upload was stored
+        assert await count(db_pool, "experiments") == 2
+
+
+async def test_concurrent_uploads_cannot_pass_the_per_minute_limit_together(
+    settings: Settings, trainer_token: str, ml_url: str
+) -> None:
+    async for client in _gateway(
+        settings, trainer_token, 60, ml_service_url=ml_url, render_rate_per_minute=3
+    ):
+        answers = await asyncio.gather(*(upload(client) for _ in range(8)))
+        assert sorted(a.status_code for a in answers) == [201] * 3 + [429] * 5

@@ -25,8 +25,13 @@ class Stack:
 
 
 @pytest.fixture
+def overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
 async def stack(
-    settings: Settings, trainer_token: str, s3_server: S3Server
+    settings: Settings, trainer_token: str, s3_server: S3Server, overrides: dict[str, Any]
 ) -> AsyncIterator[Stack]:
     leonardo = FakeLeonardo(s3_server, polls_before_complete=1)
     replicate = FakeReplicate(output_as="data_uri", polls_before_success=1, processing_seconds=5.0)
@@ -41,6 +46,7 @@ async def stack(
                 "replicate_poll_interval": 0.05,
                 "replicate_wait_seconds": 1,
                 "replicate_controlnet_input": "controlnet_conditioning_scale",
+                **overrides,
             }
         )
         async with gateway_client(configured, trainer_token) as client:
@@ -102,3 +108,16 @@ async def test_replicate_throttling_is_waited_out(stack: Stack) -> None:
     assert response.status_code == 201, response.text
     assert response.json()["options"][1]["provider"] == "replicate"
     assert stack.replicate.count("POST /v1/models/{owner}/{name}/predictions") == 2
+
+
+@pytest.mark.parametrize("overrides", [{"paid_renders_per_day": 3}])
+async def test_the_daily_cap_of_paid_calls_refuses_an_upload_that_would_pass_it(
+    stack: Stack,
+) -> None:
+    first = await train(stack.client)  # two paid calls: Leonardo and Replicate
+    assert first.status_code == 201, first.text
+    second = await train(stack.client)  # two more would make four of three
+    assert second.status_code == 429, second.text
+    assert second.json()["error"]["code"] == "paid_render_cap"
+    assert int(second.headers["retry-after"]) > 3600  # the day's first call must age out
+    assert stack.leonardo.count("POST /generations") == 1  # nothing more was asked

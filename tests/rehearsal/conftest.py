@@ -306,14 +306,7 @@ async def deployment(
 @pytest.fixture(scope="session")
 async def empty_database(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A database with nothing in it: the migrate function creates the schema."""
-    import asyncpg
-
-    name = f"latina_rehearsal_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    name = await pg.create_empty_database(pg_admin_dsn, "latina_rehearsal")
     yield pg.with_database(pg_admin_dsn, name)
     await pg.drop_database(pg_admin_dsn, name)
 

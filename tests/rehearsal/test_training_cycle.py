@@ -57,6 +57,17 @@ async def rate(client: httpx.AsyncClient, body: dict[str, Any], a: int, b: int) 
     return rated
 
 
+async def scheduled_worker_delivers(stage: Deployment) -> None:
+    """Runs of the worker's schedule (compressed to a second apart) until no ML update is
+    queued: one becomes due ML_DELIVERY_RETRY_DELAY after its failed attempt."""
+    for _ in range(30):
+        report = await stage.invoke("worker", stage.schedule)
+        if report["queued_after"].get("ml_update", 0) == 0:
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"the worker did not deliver the queued ML update: {report}")
+
+
 async def test_a_whole_training_cycle_runs_on_the_packaged_functions(stage: Deployment) -> None:
     # the deploy step: the migrate function creates the schema, and a second run changes nothing
     migrated = await stage.invoke("migrate", {})
@@ -94,12 +105,7 @@ async def test_a_whole_training_cycle_runs_on_the_packaged_functions(stage: Depl
 
         # the scheduled worker (the template's event) delivers it once it is due
         # (ML_DELIVERY_RETRY_DELAY after the failed attempt): runs of the schedule, compressed
-        for _ in range(30):
-            report = await stage.invoke("worker", stage.schedule)
-            if report["queued_after"].get("ml_update", 0) == 0:
-                break
-            await asyncio.sleep(1)
-        assert report["queued_after"].get("ml_update", 0) == 0, report
+        await scheduled_worker_delivers(stage)
         status = (await trainer.get("/api/train/status")).json()
         assert status["ml_service"]["reachable"] is True
         assert status["ml_service"]["pending_updates"] == 0
@@ -172,12 +178,7 @@ async def test_a_whole_training_cycle_runs_on_the_packaged_functions(stage: Depl
         assert kept["success"] is True and kept["ml_updated"] is False
         for name in ("gateway", "worker"):
             await stage.functions[name].recycle()
-        for _ in range(30):
-            report = await stage.invoke("worker", stage.schedule)
-            if report["queued_after"].get("ml_update", 0) == 0:
-                break
-            await asyncio.sleep(1)
-        assert report["queued_after"].get("ml_update", 0) == 0, report
+        await scheduled_worker_delivers(stage)
         status = (await client.get("/api/train/status")).json()
         assert status["ml_service"]["pending_updates"] == 0
         after = await upload(client, "villa-after-rotation")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.adapters.ml_client import MLClient
+from gateway.domain.limits import NO_LIMITS, RenderLimits
 from gateway.domain.selection import Selection
 from gateway.flows.unit_of_work import UnitOfWorkFactory
 from gateway.providers.base import ImageProvider
@@ -38,3 +39,4 @@ class TrainingDeps:
     url_ttl: int
     ab_slot_ttl: float = 3600.0
     active: ActivePolicy = ActivePolicy()
+    limits: RenderLimits = NO_LIMITS

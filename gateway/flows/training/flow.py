@@ -11,10 +11,12 @@ from __future__ import annotations
 import secrets
 import time
 
+from gateway.domain.arms import AB_ARMS
 from gateway.domain.images import ValidatedImage
 from gateway.domain.schedule import phase_1_complete
 from gateway.errors import LatinaError, UpstreamError
-from gateway.flows.training.candidates import Candidate, active_picks
+from gateway.flows.limits import paid_calls, reserve_renders
+from gateway.flows.training.candidates import Candidate, active_picks, candidates_per_api
 from gateway.flows.training.deps import TrainingDeps
 from gateway.flows.training.records import (
     all_or_nothing,
@@ -72,6 +74,12 @@ async def train(
     image = await decode(upload, max_bytes=deps.max_bytes, max_pixels=deps.max_pixels)
     check_declared_type(image.content_type, filename, declared_type)
     chosen_mode = await choose_mode(deps, wanted_mode)
+    if chosen_mode == "active":
+        counts = candidates_per_api(deps.providers, deps.active)
+        paid = paid_calls((deps.providers[api], n) for api, n in counts.items())
+    else:
+        paid = paid_calls((deps.providers[api], 1) for _, api in AB_ARMS)
+    await reserve_renders(deps.uows, user, paid, deps.limits)
     experiment_id = new_experiment_id()
     prompt, claim = await _choose_prompt(deps, experiment_id)
     try:
