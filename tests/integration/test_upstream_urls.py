@@ -119,9 +119,23 @@ async def test_the_guard_refuses_plain_http_and_non_public_addresses(target: str
 
 
 async def test_the_configured_host_is_trusted_and_public_https_passes() -> None:
-    guard = UrlGuard("replicate", ["127.0.0.1"])
-    await guard.check("http://127.0.0.1:9/files/x.png")  # the operator's own base URL host
-    await guard.check("https://8.8.8.8/out.png")  # a public address, resolved without DNS
+    trusting = UrlGuard("replicate", ["127.0.0.1"])
+    stranger = UrlGuard("replicate", ["api.replicate.com"])
+    own_host = "http://127.0.0.1:9/files/x.png"  # the operator's own base URL host
+    assert await _refusal(trusting, own_host) is None
+    assert await _refusal(stranger, own_host) == "not https"  # trusted only where configured
+    public = "https://8.8.8.8/out.png"  # a public address, resolved without DNS
+    assert await _refusal(trusting, public) is None
+    assert await _refusal(stranger, public) is None
+
+
+async def _refusal(guard: UrlGuard, url: str) -> str | None:
+    """Why ``guard`` refuses ``url`` (the reason its message ends with), or None."""
+    try:
+        await guard.check(url)
+    except UpstreamError as exc:
+        return exc.message.rsplit("(", 1)[-1].rstrip(")")
+    return None
 
 
 async def test_a_download_over_the_byte_cap_is_refused(fake: tuple[FakeReplicate, str]) -> None:
