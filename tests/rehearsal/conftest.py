@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -36,7 +35,13 @@ from tests.fakes.replicate import FakeReplicate
 from tests.moto import moto_endpoint
 from tests.rehearsal import runbook
 from tests.rehearsal.lambda_host import FunctionUrl, LambdaFunction, function_url
-from tests.rehearsal.ml_image import TaskRoot, build_task_root, default_cache_dir, lambda_python
+from tests.rehearsal.ml_image import (
+    TaskRoot,
+    build_task_root,
+    default_cache_dir,
+    lambda_python,
+    python_version_of,
+)
 from tests.rehearsal.package import REPO, Package, PackageBuild, resolve
 from tests.s3_server import S3Server, s3_server, sync_client
 from tests.servers import serve
@@ -61,7 +66,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture(scope="session")
 def runtime_python() -> tuple[Path, str]:
     python = lambda_python()
-    version = _python_version(python)
+    version = python_version_of(python)
     REPORT["python"] = f"functions run on Python {version}" + (
         "" if version == "3.12" else " (the Lambda runtime's 3.12 is not on this machine)"
     )
@@ -79,22 +84,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not wanted or os.environ.get("REHEARSAL_PACKAGE"):
         return
     folder = Path(tempfile.mkdtemp(prefix="latina-rehearsal-")) / "serverless"
-    _BUILD.append(PackageBuild(folder, _python_version(lambda_python())))
+    _BUILD.append(PackageBuild(folder, python_version_of(lambda_python())))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     for build in _BUILD:
         build.stop()
         shutil.rmtree(build.folder.parent, ignore_errors=True)
-
-
-def _python_version(python: Path) -> str:
-    return subprocess.run(
-        [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 @pytest.fixture(scope="session")

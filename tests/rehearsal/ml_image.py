@@ -571,6 +571,14 @@ def base_python() -> Path:
     return Path(sys.executable)
 
 
+def python_version_of(python: Path) -> str:
+    """``major.minor`` of the interpreter ``python`` (it must run)."""
+    version = _python_version(python)
+    if version is None:
+        raise DockerfileError(f"{python} does not run")
+    return version
+
+
 def _python_version(python: Path) -> str | None:
     try:
         result = subprocess.run(
