@@ -249,10 +249,10 @@ async def deployment(
         }
         references = {logical: bucket for logical, bucket in buckets.items()}
 
-        def environment(short: str, python_version: str) -> dict[str, str]:
+        def environment(short: str) -> dict[str, str]:
             template = functions_in_template[short]
             resolved = {k: resolve(v, references) for k, v in template.environment.items()}
-            return {**resolved, **lambda_environment, **redirects, "_PYTHON": python_version}
+            return {**resolved, **lambda_environment, **redirects}
 
         running: dict[str, LambdaFunction] = {}
 
@@ -262,16 +262,17 @@ async def deployment(
                 template.name,
                 handler,
                 code,
-                environment(short, version),
+                environment(short),
                 python,
                 workdir,
                 timeout=template.timeout,
                 memory_mb=template.memory_mb,
+                runtime_version=version,
             )
             running[short] = created
             return created
 
-        version = package.functions()["gateway"].runtime or "python3.12"
+        version = functions_in_template["gateway"].runtime or "python3.12"
         ml = function("ml", ml_image.handler, ml_image.sys_path, ml_image.python_version)
         stack.push_async_callback(ml.stop)
         ml_url, ml_front = await stack.enter_async_context(function_url(ml, iam=principal))

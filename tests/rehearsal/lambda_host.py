@@ -74,10 +74,12 @@ class LambdaFunction:
         *,
         timeout: float = 120.0,
         memory_mb: int = 1024,
+        runtime_version: str = "3.12",
     ) -> None:
         self.name, self.handler, self.code = name, handler, code
         self.environment, self.python, self.workdir = environment, python, workdir
         self.timeout, self.memory_mb = timeout, memory_mb
+        self.runtime_version = runtime_version  # the Lambda runtime's Python it stands for
         self.log = workdir / f"{name}.log"
         self.cold_start = ColdStart()
         self.invocations = 0
@@ -165,7 +167,7 @@ class LambdaFunction:
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{self.name}",
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{self.environment.get('_PYTHON', '3.12')}",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{self.runtime_version}",
             "LAMBDA_TASK_ROOT": str(self.code[0]),
             "_HANDLER": self.handler,
             "REHEARSAL_PATH": os.pathsep.join(str(p) for p in self.code),
@@ -173,7 +175,6 @@ class LambdaFunction:
             "LANG": "en_US.UTF-8",
             "TZ": ":UTC",
         }
-        environment.pop("_PYTHON", None)
         log = self.log.open("ab")
         self._started_at = time.perf_counter()
         self._process = await asyncio.create_subprocess_exec(
